@@ -1,0 +1,212 @@
+/**
+ * Command-line wiring: parse arguments, render progress, map errors to one line and an exit
+ * code. No logic of its own beyond that.
+ */
+import { readFileSync } from "node:fs";
+import { Command, Option } from "commander";
+import { listCache, pruneCache } from "./cache/index.js";
+import { pickDisk } from "./disk/index.js";
+import { EXIT, ProvisionError } from "./errors.js";
+import { type FlashReport, exitCodeOf, flash } from "./flash/index.js";
+import { type Reporter, createReporter, formatBytes } from "./progress/index.js";
+import type { Arch, OsName } from "./source/index.js";
+
+const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function makeReporter(o: { quiet?: boolean }): Reporter {
+  const tty = Boolean(process.stderr.isTTY) && !process.env.CI;
+  return createReporter({ mode: o.quiet ? "quiet" : tty ? "tty" : "plain" });
+}
+
+/** Ctrl-C / SIGTERM abort the run once; a second Ctrl-C exits at once. */
+function interruptSignal(reporter: Reporter): AbortSignal {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) {
+      process.stderr.write("provision: interrupted again; exiting now\n");
+      process.exit(EXIT.INTERRUPTED);
+    }
+    reporter.stop();
+    process.stderr.write(`provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping (press Ctrl-C again to exit at once)\n`);
+    ac.abort(new Error("interrupted"));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return ac.signal;
+}
+
+function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean) {
+  reporter.stop();
+  if (json) {
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    return;
+  }
+  if (report.plan) {
+    for (const l of report.plan) process.stdout.write(`${l}\n`);
+    return;
+  }
+  for (const t of report.targets) {
+    if (t.ok) {
+      const parts = [t.verified ? "verified" : "not verified (--no-verify)"];
+      if (t.ignition) parts.push(`Ignition at ${t.ignition}`);
+      process.stderr.write(`✔ ${t.path}: ready (${parts.join(", ")})\n`);
+    } else {
+      process.stderr.write(`✖ ${t.path}: ${t.error}${t.incomplete && t.incomplete !== "left-as-is" ? "" : ""}\n`);
+    }
+  }
+}
+
+function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name("provision")
+    .description("Bring up Fedora CoreOS and Flatcar machines: flash SD cards and disks, build iPXE sticks, boot-test in QEMU.")
+    .version(VERSION, "-V, --version")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+
+  program
+    .command("flash")
+    .description("download (once, verified), decompress and write an OS image to disks or image files, with Ignition")
+    .argument("[targets...]", "whole disks (/dev/sdX, /dev/mmcblkN, /dev/loopN) or image files; none on a TTY: pick one")
+    .addOption(new Option("--os <os>", "operating system").choices(["fcos", "flatcar"]).default("fcos"))
+    .option("--stream <stream>", "FCOS stream: stable, testing, next", "stable")
+    .addOption(new Option("--arch <arch>", "image architecture (default: this host's)").choices(["x86_64", "aarch64"]))
+    .option("--channel <channel>", "Flatcar channel: stable, beta, alpha", "stable")
+    .option("--release <release>", "Flatcar release: current or X.Y.Z", "current")
+    .option("--image-url <url|path>", "use this image (http, https or a local path) instead of a stream/channel")
+    .option("--sha256 <hex>", "expected sha256 of the --image-url file")
+    .option("--4k", "FCOS: the image for disks with 4096-byte sectors")
+    .option("--stream-base-url <url>", "FCOS stream metadata host", "https://builds.coreos.fedoraproject.org")
+    .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
+    .option("--keyring <file>", "GPG keyring/public key to check the image signature (repeatable)", collect)
+    .option("--require-signature", "fail unless the image signature was verified")
+    .option("-i, --ignition <file>", "Ignition config (.ign JSON; Butane .bu is compiled when butane is installed)")
+    .option("--ignition-url <url>", "fetch the Ignition config from this URL and embed it")
+    .option("--append-karg <arg>", "add a kernel argument (repeatable)", collect)
+    .option("--delete-karg <arg>", "remove a kernel argument, KEY or KEY=VALUE (repeatable)", collect)
+    .option("--sparse", "block devices: skip all-zero blocks (faster; stale data stays between filesystems)")
+    .option("--no-verify", "do not read the target back after writing")
+    .option("--unmount", "unmount the target's mounted partitions first")
+    .option("-y, --yes", "do not ask for confirmation before writing a disk")
+    .option("--dry-run", "print what would be downloaded and written; change nothing")
+    .option("--offline", "use only the cache; never touch the network")
+    .option("--preserve-on-error", "leave a failed target as it is instead of wiping its partition table")
+    .option("-q, --quiet", "no progress output (warnings and errors still go to stderr)")
+    .option("--json", "print a machine-readable summary on stdout")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  provision flash /dev/sdb -i config.ign                    FCOS stable for this host's arch
+  provision flash /dev/mmcblk0 --arch aarch64 -i pi.ign     FCOS for a Raspberry Pi
+  provision flash --os flatcar --channel beta /dev/sdb -i node.ign
+  provision flash disk.img --image-url ./fcos.raw.xz --sha256 <hex> -i config.ign
+  provision flash /dev/sdb /dev/sdc -i config.ign --yes     two cards from one download
+  provision flash /dev/sdb --dry-run                        show the plan, write nothing
+
+Exit codes: 0 ok, 1 failed (download/write/verify), 2 bad input (flags, Ignition,
+checksum, signature), 3 refused (system disk, mounted, too small, not confirmed),
+4 a required program is missing, 130 interrupted.`,
+    )
+    .action(async (targetArgs: string[], o: Record<string, unknown>) => {
+      const reporter = makeReporter(o);
+      const signal = interruptSignal(reporter);
+      const isTTY = Boolean(process.stdin.isTTY && process.stderr.isTTY);
+      let targets = targetArgs;
+      if (targets.length === 0) {
+        if (!isTTY) throw new ProvisionError("no target given", { hint: "pass a disk (/dev/sdX) or an image file path", exitCode: EXIT.USAGE });
+        targets = [await pickDisk({})];
+      }
+      const report = await flash({
+        targets,
+        image: {
+          os: o.os as OsName,
+          arch: o.arch as Arch | undefined,
+          stream: o.stream as string,
+          channel: o.channel as string,
+          release: o.release as string,
+          imageUrl: o.imageUrl as string | undefined,
+          sha256: o.sha256 as string | undefined,
+          sector4k: Boolean(o["4k"]),
+          streamBaseUrl: o.streamBaseUrl as string,
+          flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
+        },
+        offline: Boolean(o.offline),
+        keyrings: o.keyring as string[] | undefined,
+        requireSignature: Boolean(o.requireSignature),
+        ignitionFile: o.ignition as string | undefined,
+        ignitionUrl: o.ignitionUrl as string | undefined,
+        appendKargs: o.appendKarg as string[] | undefined,
+        deleteKargs: o.deleteKarg as string[] | undefined,
+        sparse: Boolean(o.sparse),
+        verify: o.verify !== false,
+        unmount: Boolean(o.unmount),
+        yes: Boolean(o.yes),
+        isTTY,
+        dryRun: Boolean(o.dryRun),
+        preserveOnError: Boolean(o.preserveOnError),
+        reporter,
+        signal,
+      });
+      printFlashReport(report, reporter, Boolean(o.json));
+      process.exitCode = exitCodeOf(report);
+    });
+
+  const cache = program.command("cache").description("manage the image cache ($XDG_CACHE_HOME/provision)");
+  cache
+    .command("list")
+    .description("list cached images")
+    .option("--json", "machine-readable output")
+    .action(async (o: { json?: boolean }) => {
+      const entries = await listCache();
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
+        return;
+      }
+      if (entries.length === 0) process.stdout.write("the cache is empty\n");
+      for (const e of entries) {
+        process.stdout.write(
+          `${e.partial ? "partial " : ""}${e.file}  ${formatBytes(e.size)}  last used ${e.lastUsed.slice(0, 10)}  signature ${e.signature}\n  ${e.url}\n`,
+        );
+      }
+    });
+  cache
+    .command("prune")
+    .description("remove cached images not used for --older-than days, and partial downloads")
+    .option("--older-than <days>", "age in days", "30")
+    .option("--all", "remove everything")
+    .action(async (o: { olderThan: string; all?: boolean }) => {
+      const removed = await pruneCache({ all: o.all, olderThanDays: Number(o.olderThan) });
+      process.stdout.write(`removed ${removed.length} entr${removed.length === 1 ? "y" : "ies"} (${formatBytes(removed.reduce((a, e) => a + e.size, 0))})\n`);
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT.OK;
+  } catch (err) {
+    const e = err as { code?: string; exitCode?: number };
+    if (typeof e.code === "string" && e.code.startsWith("commander.")) {
+      // Help and version exit 0; usage errors were already printed by commander.
+      return e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help" ? EXIT.OK : EXIT.USAGE;
+    }
+    if (err instanceof ProvisionError) {
+      process.stderr.write(`provision: ${err.message}\n`);
+      if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
+      return err.exitCode;
+    }
+    if ((err as Error)?.name === "AbortError" || (err as Error)?.message === "interrupted") {
+      process.stderr.write("provision: interrupted\n");
+      return EXIT.INTERRUPTED;
+    }
+    process.stderr.write(`provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`);
+    if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
+    return EXIT.FAILED;
+  }
+}

@@ -1,0 +1,312 @@
+/**
+ * `provision flash`: resolve → fetch (cache) → decompress → write to every target → verify
+ * → customize (Ignition, kernel args). This module owns cleanup: a target that was touched
+ * and then failed is made unbootable (its partition tables wiped) unless preserveOnError,
+ * and the result says so.
+ */
+import { open, rm, stat } from "node:fs/promises";
+import { type LocalArtifact, fetchArtifact, findDistroKeyrings } from "../cache/index.js";
+import { checkTargetSafe, confirmWrite, describeTarget, inspectTarget, type Target } from "../disk/index.js";
+import { EXIT, InterruptedError, ProvisionError, UsageError, describeError } from "../errors.js";
+import { requirePrograms } from "../exec/index.js";
+import { type IgnitionConfig, editKernelArgs, embedIgnition, loadIgnitionConfig } from "../ignition/index.js";
+import { type Reporter, formatBytes, silentReporter } from "../progress/index.js";
+import { type ImageRequest, type ResolvedImage, resolveImage } from "../source/index.js";
+import { decompressedSize, detectFileCompression, openDecompressed, programsFor } from "./decompress.js";
+import { type Destination, writeToAll } from "./write.js";
+import { VerifyMismatchError, verifyTarget } from "./verify.js";
+
+export interface FlashOptions {
+  targets: string[];
+  image: ImageRequest;
+  offline?: boolean;
+  keyrings?: string[];
+  requireSignature?: boolean;
+  ignitionFile?: string;
+  ignitionUrl?: string;
+  appendKargs?: string[];
+  deleteKargs?: string[];
+  /** Block devices: skip zero blocks too (files are always sparse). */
+  sparse?: boolean;
+  verify?: boolean;
+  unmount?: boolean;
+  yes?: boolean;
+  isTTY?: boolean;
+  /** For tests and the CLI: ask the user. */
+  confirm?: (message: string) => Promise<boolean>;
+  dryRun?: boolean;
+  /** Keep a failed target as it is instead of wiping its partition tables. */
+  preserveOnError?: boolean;
+  reporter?: Reporter;
+  signal?: AbortSignal;
+}
+
+export interface TargetReport {
+  path: string;
+  kind: "file" | "block";
+  ok: boolean;
+  error?: string;
+  exitCode?: number;
+  bytesWritten: number;
+  verified: boolean;
+  ignition?: string;
+  kernelArgs?: string[];
+  /** What happened to a target that failed after writing started. */
+  incomplete?: "wiped" | "removed" | "left-as-is";
+}
+
+export interface FlashReport {
+  dryRun: boolean;
+  image: {
+    description: string;
+    url: string;
+    sha256?: string;
+    signature?: string;
+    fromCache?: boolean;
+    compressedSize?: number;
+    imageSize?: number;
+  };
+  targets: TargetReport[];
+  plan?: string[];
+  seconds: number;
+}
+
+/** Exit code for a finished run: 0 when every target is OK, else the first failure's. */
+export function exitCodeOf(report: FlashReport): number {
+  const bad = report.targets.find((t) => !t.ok);
+  return bad ? (bad.exitCode ?? EXIT.FAILED) : EXIT.OK;
+}
+
+function guessPrograms(url: string): string[] {
+  if (/\.xz$/i.test(url)) return ["xz"];
+  if (/\.(gz|tgz)$/i.test(url)) return ["gzip"];
+  if (/\.zst$/i.test(url)) return ["zstd"];
+  if (/\.bz2$/i.test(url)) return ["bzip2"];
+  return [];
+}
+
+export async function flash(opts: FlashOptions): Promise<FlashReport> {
+  const started = Date.now();
+  const reporter = opts.reporter ?? silentReporter;
+  const signal = opts.signal;
+  const verify = opts.verify ?? true;
+  const os = opts.image.os;
+  if (opts.targets.length === 0) throw new UsageError("no target given", "pass a disk (/dev/sdX) or an image file path");
+  const dup = opts.targets.find((t, i) => opts.targets.indexOf(t) !== i);
+  if (dup) throw new UsageError(`target ${dup} is given twice`);
+
+  // 1. Everything that can be checked without touching a target or the network.
+  const wantsCustomize = Boolean(opts.ignitionFile || opts.ignitionUrl || opts.appendKargs?.length || opts.deleteKargs?.length);
+  let ignition: IgnitionConfig | undefined;
+  if (opts.ignitionFile || opts.ignitionUrl) {
+    ignition = await loadIgnitionConfig({ file: opts.ignitionFile, url: opts.ignitionUrl }, { signal });
+    reporter.info(`Ignition config ${ignition.origin} is valid (spec ${ignition.version})`);
+  }
+  const targets: Target[] = [];
+  for (const p of opts.targets) targets.push(await inspectTarget(p));
+  for (const t of targets) {
+    await checkTargetSafe(t, { wholeDiskOnly: true }).catch((err: unknown) => {
+      // With --unmount, mounted partitions are unmounted later, right before writing.
+      if (opts.unmount && /mounted partitions/.test(describeError(err))) return;
+      throw err;
+    });
+  }
+
+  // 2. Resolve the image (metadata may come from the cache).
+  const resolved = await resolveImage(opts.image, { offline: opts.offline, reporter, signal });
+  const report: FlashReport = {
+    dryRun: Boolean(opts.dryRun),
+    image: { description: resolved.description, url: resolved.url, sha256: resolved.sha256 },
+    targets: targets.map((t) => ({ path: t.path, kind: t.kind, ok: true, bytesWritten: 0, verified: false })),
+    seconds: 0,
+  };
+  if (opts.dryRun) {
+    report.plan = planLines(resolved, targets, opts, ignition);
+    report.seconds = (Date.now() - started) / 1000;
+    return report;
+  }
+
+  await requirePrograms([
+    ...guessPrograms(resolved.url),
+    ...(verify ? ["dd"] : []),
+    ...(wantsCustomize ? ["debugfs"] : []),
+  ]);
+
+  // 3. Confirmation before the (possibly long) download, so the user can walk away.
+  for (const t of targets) {
+    if (t.kind === "block") await confirmWrite(t, { yes: opts.yes, isTTY: Boolean(opts.isTTY), prompt: opts.confirm });
+  }
+
+  // 4. A verified local copy of the image.
+  const keyrings = opts.keyrings?.length ? opts.keyrings : await findDistroKeyrings(os);
+  const local: LocalArtifact = await fetchArtifact(resolved, {
+    offline: opts.offline,
+    policy: { keyrings, keyringsFromUser: Boolean(opts.keyrings?.length), requireSignature: Boolean(opts.requireSignature) },
+    reporter,
+    signal,
+  });
+  Object.assign(report.image, { signature: local.signature, fromCache: local.fromCache, compressedSize: local.size });
+  const format = await detectFileCompression(local.path);
+  await requirePrograms(programsFor(format));
+  const imageSize = await decompressedSize(local.path, format, local.size);
+  report.image.imageSize = imageSize;
+
+  // 5. Per-target checks that need the image size; failures drop only that target.
+  const reports = new Map(report.targets.map((r) => [r.path, r]));
+  const failTarget = (path: string, err: unknown) => {
+    const r = reports.get(path) as TargetReport;
+    if (!r.ok) return;
+    r.ok = false;
+    r.error = describeError(err);
+    r.exitCode = err instanceof ProvisionError ? err.exitCode : EXIT.FAILED;
+  };
+  const dests: Destination[] = [];
+  for (const t of targets) {
+    try {
+      await checkTargetSafe(t, { unmount: opts.unmount, imageSize, wholeDiskOnly: true });
+      dests.push(
+        t.kind === "block"
+          ? { path: t.path, kind: "block", capacity: t.size, sparse: Boolean(opts.sparse) }
+          : { path: t.path, kind: "file", sparse: true },
+      );
+    } catch (err) {
+      failTarget(t.path, err);
+    }
+  }
+  if (dests.length === 0) return finish(report, started);
+
+  // 6. Write.
+  const fileExisted = new Map<string, boolean>();
+  for (const d of dests) fileExisted.set(d.path, await stat(d.path).then(() => true, () => false));
+  const label = dests.length === 1 ? `to ${dests[0]?.path}` : `to ${dests.length} targets`;
+  reporter.info(`writing ${resolved.description} (${imageSize ? formatBytes(imageSize) : "size unknown"}) ${label}`);
+  const input = await openDecompressed(local.path, { signal });
+  const written = await writeToAll(input.stream, dests, {
+    digests: verify,
+    expectedSize: imageSize,
+    signal,
+    onProgress: (done, total) => reporter.progress("write", done, total, label),
+  });
+  let sourceError: unknown;
+  await input.done.catch((err) => {
+    sourceError = err;
+  });
+  if (signal?.aborted) sourceError = new InterruptedError("interrupted");
+  for (const r of written.results) {
+    const rep = reports.get(r.path) as TargetReport;
+    rep.bytesWritten = r.bytesWritten;
+    if (sourceError) failTarget(r.path, sourceError);
+    else if (!r.ok) failTarget(r.path, r.error);
+  }
+  if (!sourceError && imageSize !== undefined && written.imageSize !== imageSize) {
+    for (const d of dests) failTarget(d.path, new ProvisionError(`the image ended after ${written.imageSize} of ${imageSize} bytes`));
+  }
+  const okDests = () => dests.filter((d) => reports.get(d.path)?.ok);
+  if (okDests().length > 0) {
+    reporter.phaseDone("write", `wrote ${formatBytes(written.imageSize)} ${label} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  }
+
+  // 7. Verify (read back from the device) before changing anything on it.
+  if (verify && written.digests) {
+    await Promise.all(
+      okDests().map(async (d) => {
+        try {
+          await verifyTarget(d.path, d.kind, written.imageSize, written.digests as Buffer[], {
+            signal,
+            onProgress: (done, total) => reporter.progress("verify", done, total, d.path),
+          });
+          (reports.get(d.path) as TargetReport).verified = true;
+          reporter.phaseDone("verify", `verified ${d.path}: read back ${formatBytes(written.imageSize)}, identical to the image`);
+        } catch (err) {
+          failTarget(d.path, signal?.aborted ? new InterruptedError() : err);
+        }
+      }),
+    );
+  }
+
+  // 8. Customize each good target.
+  for (const d of okDests()) {
+    const rep = reports.get(d.path) as TargetReport;
+    try {
+      if (ignition) {
+        const where = await embedIgnition(d.path, ignition, { os });
+        rep.ignition = `${where.partition}:${where.path}`;
+        reporter.info(`${d.path}: Ignition config written to ${rep.ignition}`);
+      }
+      if (opts.appendKargs?.length || opts.deleteKargs?.length) {
+        const lines = await editKernelArgs(d.path, { append: opts.appendKargs ?? [], delete: opts.deleteKargs ?? [] });
+        rep.kernelArgs = lines;
+        reporter.info(`${d.path}: kernel arguments now: ${lines[0] ?? ""}`);
+      }
+    } catch (err) {
+      failTarget(d.path, err);
+    }
+  }
+
+  // 9. A target that was touched and failed must not boot by accident.
+  for (const r of written.results) {
+    const rep = reports.get(r.path) as TargetReport;
+    if (rep.ok || !r.touched) continue;
+    const d = dests.find((x) => x.path === r.path) as Destination;
+    rep.incomplete = await makeUnbootable(d, Boolean(opts.preserveOnError), fileExisted.get(d.path) ?? true);
+    const how =
+      rep.incomplete === "removed"
+        ? "the partial file was removed"
+        : rep.incomplete === "wiped"
+          ? "its partition table was wiped so it cannot boot by accident; flash it again"
+          : "it was left as is (--preserve-on-error); do not boot it";
+    reporter.warn(`${d.path} is incomplete and must not be booted: ${how}`);
+  }
+  return finish(report, started);
+}
+
+function finish(report: FlashReport, started: number): FlashReport {
+  report.seconds = (Date.now() - started) / 1000;
+  return report;
+}
+
+/** Zero the first and last MiB (MBR, primary and backup GPT), or remove a file we created. */
+async function makeUnbootable(d: Destination, preserve: boolean, existed: boolean): Promise<"wiped" | "removed" | "left-as-is"> {
+  if (preserve) return "left-as-is";
+  try {
+    if (d.kind === "file" && !existed) {
+      await rm(d.path, { force: true });
+      return "removed";
+    }
+    const fh = await open(d.path, "r+");
+    try {
+      const size = d.kind === "file" ? (await fh.stat()).size : (d.capacity ?? 0);
+      const zero = Buffer.alloc(1 << 20);
+      await fh.write(zero, 0, Math.min(zero.length, size), 0);
+      if (size > 2 * zero.length) await fh.write(zero, 0, zero.length, size - zero.length);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    return "wiped";
+  } catch {
+    return "left-as-is";
+  }
+}
+
+function planLines(img: ResolvedImage, targets: Target[], opts: FlashOptions, ignition?: IgnitionConfig): string[] {
+  const lines = [
+    `image: ${img.description}`,
+    `  from ${img.url}`,
+    `  sha256 ${img.sha256 ?? "(not published; pass --sha256 to pin)"}, signature ${img.signatureUrl ?? "(none)"}`,
+  ];
+  for (const t of targets) {
+    lines.push(`target: ${t.kind === "file" ? `${t.path} (image file, ${t.exists ? "truncated" : "created"}, sparse)` : ""}`);
+    if (t.kind === "block") for (const l of describeTarget(t)) lines.push(`  ${l}`);
+    lines.push(`  write: the whole image from byte 0${t.kind === "block" && !opts.sparse ? ", every byte" : ", zero blocks skipped"}`);
+    if (opts.verify ?? true) lines.push("  verify: read back and compare with the image");
+    if (ignition) {
+      const where = opts.image.os === "flatcar" ? "OEM:/config.ign" : "boot:/ignition/config.ign (dir 0700, file 0600)";
+      lines.push(`  ignition: ${ignition.origin} → partition ${where}`);
+    }
+    if (opts.appendKargs?.length) lines.push(`  kernel args: append ${opts.appendKargs.join(" ")}`);
+    if (opts.deleteKargs?.length) lines.push(`  kernel args: delete ${opts.deleteKargs.join(" ")}`);
+  }
+  lines.push("dry run: nothing was downloaded or written");
+  return lines;
+}

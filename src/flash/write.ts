@@ -1,0 +1,175 @@
+/**
+ * One decompressed stream written to N destinations at once. Blocks are read once, checked
+ * for zero grains once, digested once, and written to every destination with positioned
+ * writes (a few blocks in flight, so reading and writing overlap). The slowest destination
+ * sets the pace; one that fails is dropped and reported, the others go on.
+ */
+import { constants } from "node:fs";
+import { type FileHandle, open } from "node:fs/promises";
+import type { Readable } from "node:stream";
+import { ProvisionError, describeError } from "../errors.js";
+import { BLOCK_SIZE, blockDigest, nonZeroRuns } from "./blocks.js";
+
+export interface Destination {
+  path: string;
+  kind: "file" | "block";
+  /** Capacity in bytes (block devices). */
+  capacity?: number;
+  /** Skip all-zero grains instead of writing them. Files: always; block devices: --sparse. */
+  sparse: boolean;
+}
+
+export interface DestinationResult {
+  path: string;
+  ok: boolean;
+  error?: Error;
+  /** True once any byte may have reached the target (it is no longer what it was). */
+  touched: boolean;
+  bytesWritten: number;
+}
+
+export interface WriteResult {
+  imageSize: number;
+  /** One digest per block, when requested (for verify). */
+  digests?: Buffer[];
+  results: DestinationResult[];
+}
+
+interface Slot {
+  dest: Destination;
+  fh?: FileHandle;
+  result: DestinationResult;
+}
+
+const IN_FLIGHT = 4;
+
+async function openDestination(d: Destination): Promise<FileHandle> {
+  if (d.kind === "block") {
+    // O_EXCL on a block device: the kernel refuses if it is mounted or otherwise claimed.
+    return await open(d.path, constants.O_WRONLY | constants.O_EXCL);
+  }
+  return await open(d.path, "w", 0o644);
+}
+
+export async function writeToAll(
+  source: Readable,
+  dests: Destination[],
+  opts: {
+    digests: boolean;
+    expectedSize?: number;
+    signal?: AbortSignal;
+    onProgress?: (done: number, total?: number) => void;
+  },
+): Promise<WriteResult> {
+  const slots: Slot[] = dests.map((dest) => ({
+    dest,
+    result: { path: dest.path, ok: true, touched: false, bytesWritten: 0 },
+  }));
+  const fail = (s: Slot, err: unknown) => {
+    if (!s.result.ok) return;
+    s.result.ok = false;
+    s.result.error = err instanceof Error ? err : new Error(String(err));
+  };
+  await Promise.all(
+    slots.map(async (s) => {
+      try {
+        s.fh = await openDestination(s.dest);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        fail(
+          s,
+          new ProvisionError(
+            code === "EBUSY"
+              ? `${s.dest.path} is in use (mounted or held by another program); nothing was written`
+              : `cannot open ${s.dest.path} for writing: ${describeError(err)}`,
+          ),
+        );
+      }
+    }),
+  );
+  const alive = () => slots.filter((s) => s.result.ok && s.fh);
+
+  const digests: Buffer[] | undefined = opts.digests ? [] : undefined;
+  const pool: Buffer[] = Array.from({ length: IN_FLIGHT + 1 }, () => Buffer.allocUnsafe(BLOCK_SIZE));
+  const inFlight: Promise<Buffer>[] = [];
+  let position = 0;
+
+  const dispatch = (buf: Buffer, len: number, at: number): Promise<Buffer> => {
+    const runs = nonZeroRuns(buf, len);
+    digests?.push(blockDigest(buf, len, runs));
+    const writes = alive().map(async (s) => {
+      const fh = s.fh as FileHandle;
+      try {
+        if (s.dest.capacity !== undefined && at + len > s.dest.capacity) {
+          throw new ProvisionError(
+            `the image is bigger than ${s.dest.path} (${s.dest.capacity} bytes); it does not fit`,
+          );
+        }
+        if (s.dest.sparse) {
+          for (const [a, b] of runs) {
+            s.result.touched = true;
+            await fh.write(buf, a, b - a, at + a);
+          }
+        } else {
+          s.result.touched = true;
+          await fh.write(buf, 0, len, at);
+        }
+        s.result.bytesWritten = at + len;
+      } catch (err) {
+        fail(s, err);
+      }
+    });
+    return Promise.all(writes).then(() => buf);
+  };
+
+  let cur = pool.pop() as Buffer;
+  let fill = 0;
+  let readError: unknown;
+  try {
+    for await (const chunk of source) {
+      opts.signal?.throwIfAborted();
+      let c = chunk as Buffer;
+      while (c.length > 0) {
+        const n = Math.min(c.length, BLOCK_SIZE - fill);
+        c.copy(cur, fill, 0, n);
+        fill += n;
+        c = c.subarray(n);
+        if (fill === BLOCK_SIZE) {
+          inFlight.push(dispatch(cur, fill, position));
+          position += fill;
+          fill = 0;
+          opts.onProgress?.(position, opts.expectedSize);
+          if (pool.length === 0) pool.push(await (inFlight.shift() as Promise<Buffer>));
+          cur = pool.pop() as Buffer;
+          if (alive().length === 0) throw new Error("every target failed");
+        }
+      }
+    }
+    if (fill > 0) {
+      inFlight.push(dispatch(cur, fill, position));
+      position += fill;
+      opts.onProgress?.(position, opts.expectedSize);
+    }
+  } catch (err) {
+    readError = err;
+    source.destroy();
+  }
+  await Promise.all(inFlight);
+
+  if (readError && !(readError instanceof Error && readError.message === "every target failed")) {
+    for (const s of slots) fail(s, readError);
+  }
+  // Sparse files end at the image size even when the image ends in zeros.
+  await Promise.all(
+    alive().map(async (s) => {
+      try {
+        if (s.dest.kind === "file") await s.fh?.truncate(position);
+        await s.fh?.sync();
+      } catch (err) {
+        fail(s, err);
+      }
+    }),
+  );
+  await Promise.all(slots.map((s) => s.fh?.close().catch(() => {})));
+  return { imageSize: position, digests, results: slots.map((s) => s.result) };
+}

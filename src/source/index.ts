@@ -1,0 +1,138 @@
+/**
+ * Where the image comes from. Every kind of source (FCOS stream metadata, a Flatcar
+ * channel, a URL or local path) resolves to the same ResolvedImage: an artifact to fetch
+ * plus a name for messages. Nothing after this cares which kind it was.
+ */
+import { arch as hostArch } from "node:os";
+import { UsageError } from "../errors.js";
+import type { Artifact } from "../cache/index.js";
+import { fetchMetadata } from "../cache/index.js";
+import type { Reporter } from "../progress/index.js";
+
+export type OsName = "fcos" | "flatcar";
+export type Arch = "x86_64" | "aarch64";
+
+export interface ImageRequest {
+  os: OsName;
+  arch?: Arch;
+  /** FCOS stream: stable | testing | next. */
+  stream?: string;
+  /** Flatcar channel: stable | beta | alpha. */
+  channel?: string;
+  /** Flatcar release: "current" or X.Y.Z. */
+  release?: string;
+  /** An explicit image: http(s) URL or local path. Overrides stream/channel. */
+  imageUrl?: string;
+  sha256?: string;
+  /** FCOS: 4k.raw.xz for disks with 4096-byte sectors. */
+  sector4k?: boolean;
+  streamBaseUrl?: string;
+  flatcarBaseUrl?: string;
+}
+
+export interface ResolvedImage extends Artifact {
+  /** For messages: "Fedora CoreOS stable 40.20240101.3.0 aarch64". */
+  description: string;
+  os: OsName;
+  arch: Arch;
+  release?: string;
+  /** sha256 of the decompressed image, when the publisher gives it. */
+  uncompressedSha256?: string;
+}
+
+export const FCOS_STREAMS = ["stable", "testing", "next"] as const;
+export const FLATCAR_CHANNELS = ["stable", "beta", "alpha"] as const;
+const DEFAULT_STREAM_BASE = "https://builds.coreos.fedoraproject.org";
+
+export function defaultArch(): Arch {
+  return hostArch() === "arm64" ? "aarch64" : "x86_64";
+}
+
+export async function resolveImage(
+  req: ImageRequest,
+  opts: { offline?: boolean; reporter?: Reporter; signal?: AbortSignal } = {},
+): Promise<ResolvedImage> {
+  const arch = req.arch ?? defaultArch();
+  if (req.imageUrl) {
+    if (req.sha256 && !/^[0-9a-f]{64}$/i.test(req.sha256)) {
+      throw new UsageError(`--sha256 must be 64 hex digits, got "${req.sha256}"`);
+    }
+    return { url: req.imageUrl, sha256: req.sha256, description: req.imageUrl, os: req.os, arch };
+  }
+  if (req.os === "flatcar") return await resolveFlatcar(req, arch, opts);
+  return await resolveFcos(req, arch, opts);
+}
+
+async function resolveFcos(
+  req: ImageRequest,
+  arch: Arch,
+  opts: { offline?: boolean; reporter?: Reporter; signal?: AbortSignal },
+): Promise<ResolvedImage> {
+  const stream = req.stream ?? "stable";
+  if (!(FCOS_STREAMS as readonly string[]).includes(stream)) {
+    throw new UsageError(`unknown FCOS stream "${stream}"`, `use one of: ${FCOS_STREAMS.join(", ")}`);
+  }
+  const base = (req.streamBaseUrl ?? DEFAULT_STREAM_BASE).replace(/\/+$/, "");
+  const url = `${base}/streams/${stream}.json`;
+  const text = await fetchMetadata(url, opts);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new UsageError(`${url} is not valid JSON; is --stream-base-url right?`);
+  }
+  const format = req.sector4k ? "4k.raw.xz" : "raw.xz";
+  // .architectures[arch].artifacts.metal.formats["raw.xz"].disk
+  const archs = (doc as { architectures?: Record<string, unknown> }).architectures;
+  const a = archs?.[arch] as { artifacts?: { metal?: { release?: string; formats?: Record<string, { disk?: Record<string, string> }> } } } | undefined;
+  if (!a) {
+    const have = Object.keys(archs ?? {}).join(", ") || "none";
+    throw new UsageError(`FCOS ${stream} has no ${arch} images (architectures: ${have})`);
+  }
+  const disk = a.artifacts?.metal?.formats?.[format]?.disk;
+  if (!disk?.location) throw new UsageError(`FCOS ${stream} ${arch} has no metal ${format} image in ${url}`);
+  const release = a.artifacts?.metal?.release;
+  return {
+    url: disk.location,
+    sha256: disk.sha256,
+    signatureUrl: disk.signature ?? `${disk.location}.sig`,
+    uncompressedSha256: disk["uncompressed-sha256"],
+    description: `Fedora CoreOS ${stream} ${release ?? ""} ${arch}`.replace(/\s+/g, " "),
+    os: "fcos",
+    arch,
+    release,
+  };
+}
+
+async function resolveFlatcar(
+  req: ImageRequest,
+  arch: Arch,
+  opts: { offline?: boolean; reporter?: Reporter; signal?: AbortSignal },
+): Promise<ResolvedImage> {
+  const channel = req.channel ?? "stable";
+  if (!(FLATCAR_CHANNELS as readonly string[]).includes(channel)) {
+    throw new UsageError(`unknown Flatcar channel "${channel}"`, `use one of: ${FLATCAR_CHANNELS.join(", ")}`);
+  }
+  const board = arch === "aarch64" ? "arm64-usr" : "amd64-usr";
+  const base = (req.flatcarBaseUrl ?? `https://${channel}.release.flatcar-linux.net`).replace(/\/+$/, "");
+  let version = req.release ?? "current";
+  if (version !== "current" && !/^\d+\.\d+\.\d+$/.test(version)) {
+    throw new UsageError(`--release must be "current" or X.Y.Z, got "${version}"`);
+  }
+  if (version === "current") {
+    const url = `${base}/${board}/current/version.txt`;
+    const text = await fetchMetadata(url, opts);
+    const m = /^FLATCAR_VERSION=(\S+)$/m.exec(text);
+    if (!m?.[1]) throw new UsageError(`${url} has no FLATCAR_VERSION= line`);
+    version = m[1];
+  }
+  const location = `${base}/${board}/${version}/flatcar_production_image.bin.bz2`;
+  return {
+    url: location,
+    signatureUrl: `${location}.sig`,
+    description: `Flatcar ${channel} ${version} ${arch}`,
+    os: "flatcar",
+    arch,
+    release: version,
+  };
+}
