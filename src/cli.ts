@@ -7,11 +7,15 @@ import { Command, Option } from "commander";
 import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
 import { EXIT, ProvisionError } from "./errors.js";
-import { type FlashReport, exitCodeOf, flash } from "./flash/index.js";
-import { type Reporter, createReporter, formatBytes } from "./progress/index.js";
+import { exitCodeOf, type FlashReport, flash } from "./flash/index.js";
+import { createReporter, formatBytes, type Reporter } from "./progress/index.js";
 import type { Arch, OsName } from "./source/index.js";
 
-const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+const VERSION = (
+  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+    version: string;
+  }
+).version;
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -29,7 +33,9 @@ function interruptSignal(reporter: Reporter): AbortSignal {
       process.exit(EXIT.INTERRUPTED);
     }
     reporter.stop();
-    process.stderr.write(`provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping (press Ctrl-C again to exit at once)\n`);
+    process.stderr.write(
+      `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping (press Ctrl-C again to exit at once)\n`,
+    );
     ac.abort(new Error("interrupted"));
   };
   process.on("SIGINT", onSignal);
@@ -53,7 +59,9 @@ function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean
       if (t.ignition) parts.push(`Ignition at ${t.ignition}`);
       process.stderr.write(`✔ ${t.path}: ready (${parts.join(", ")})\n`);
     } else {
-      process.stderr.write(`✖ ${t.path}: ${t.error}${t.incomplete && t.incomplete !== "left-as-is" ? "" : ""}\n`);
+      process.stderr.write(
+        `✖ ${t.path}: ${t.error}${t.incomplete && t.incomplete !== "left-as-is" ? "" : ""}\n`,
+      );
     }
   }
 }
@@ -62,38 +70,76 @@ function buildProgram(): Command {
   const program = new Command();
   program
     .name("provision")
-    .description("Bring up Fedora CoreOS and Flatcar machines: flash SD cards and disks, build iPXE sticks, boot-test in QEMU.")
+    .description(
+      "Bring up Fedora CoreOS and Flatcar machines: flash SD cards and disks, build iPXE sticks, boot-test in QEMU.",
+    )
     .version(VERSION, "-V, --version")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
 
   program
     .command("flash")
-    .description("download (once, verified), decompress and write an OS image to disks or image files, with Ignition")
-    .argument("[targets...]", "whole disks (/dev/sdX, /dev/mmcblkN, /dev/loopN) or image files; none on a TTY: pick one")
-    .addOption(new Option("--os <os>", "operating system").choices(["fcos", "flatcar"]).default("fcos"))
+    .description(
+      "download (once, verified), decompress and write an OS image to disks or image files, with Ignition",
+    )
+    .argument(
+      "[targets...]",
+      "whole disks (/dev/sdX, /dev/mmcblkN, /dev/loopN) or image files; none on a TTY: pick one",
+    )
+    .addOption(
+      new Option("--os <os>", "operating system").choices(["fcos", "flatcar"]).default("fcos"),
+    )
     .option("--stream <stream>", "FCOS stream: stable, testing, next", "stable")
-    .addOption(new Option("--arch <arch>", "image architecture (default: this host's)").choices(["x86_64", "aarch64"]))
+    .addOption(
+      new Option("--arch <arch>", "image architecture (default: this host's)").choices([
+        "x86_64",
+        "aarch64",
+      ]),
+    )
     .option("--channel <channel>", "Flatcar channel: stable, beta, alpha", "stable")
     .option("--release <release>", "Flatcar release: current or X.Y.Z", "current")
-    .option("--image-url <url|path>", "use this image (http, https or a local path) instead of a stream/channel")
+    .option(
+      "--image-url <url|path>",
+      "use this image (http, https or a local path) instead of a stream/channel",
+    )
     .option("--sha256 <hex>", "expected sha256 of the --image-url file")
     .option("--4k", "FCOS: the image for disks with 4096-byte sectors")
-    .option("--stream-base-url <url>", "FCOS stream metadata host", "https://builds.coreos.fedoraproject.org")
+    .option(
+      "--stream-base-url <url>",
+      "FCOS stream metadata host",
+      "https://builds.coreos.fedoraproject.org",
+    )
     .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
-    .option("--keyring <file>", "GPG keyring/public key to check the image signature (repeatable)", collect)
+    .option(
+      "--keyring <file>",
+      "GPG keyring/public key to check the image signature (repeatable)",
+      collect,
+    )
     .option("--require-signature", "fail unless the image signature was verified")
-    .option("-i, --ignition <file>", "Ignition config (.ign JSON; Butane .bu is compiled when butane is installed)")
+    .option(
+      "-i, --ignition <file>",
+      "Ignition config (.ign JSON; Butane .bu is compiled when butane is installed)",
+    )
     .option("--ignition-url <url>", "fetch the Ignition config from this URL and embed it")
     .option("--append-karg <arg>", "add a kernel argument (repeatable)", collect)
-    .option("--delete-karg <arg>", "remove a kernel argument, KEY or KEY=VALUE (repeatable)", collect)
-    .option("--sparse", "block devices: skip all-zero blocks (faster; stale data stays between filesystems)")
+    .option(
+      "--delete-karg <arg>",
+      "remove a kernel argument, KEY or KEY=VALUE (repeatable)",
+      collect,
+    )
+    .option(
+      "--sparse",
+      "block devices: skip all-zero blocks (faster; stale data stays between filesystems)",
+    )
     .option("--no-verify", "do not read the target back after writing")
     .option("--unmount", "unmount the target's mounted partitions first")
     .option("-y, --yes", "do not ask for confirmation before writing a disk")
     .option("--dry-run", "print what would be downloaded and written; change nothing")
     .option("--offline", "use only the cache; never touch the network")
-    .option("--preserve-on-error", "leave a failed target as it is instead of wiping its partition table")
+    .option(
+      "--preserve-on-error",
+      "leave a failed target as it is instead of wiping its partition table",
+    )
     .option("-q, --quiet", "no progress output (warnings and errors still go to stderr)")
     .option("--json", "print a machine-readable summary on stdout")
     .addHelpText(
@@ -117,7 +163,11 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
       const isTTY = Boolean(process.stdin.isTTY && process.stderr.isTTY);
       let targets = targetArgs;
       if (targets.length === 0) {
-        if (!isTTY) throw new ProvisionError("no target given", { hint: "pass a disk (/dev/sdX) or an image file path", exitCode: EXIT.USAGE });
+        if (!isTTY)
+          throw new ProvisionError("no target given", {
+            hint: "pass a disk (/dev/sdX) or an image file path",
+            exitCode: EXIT.USAGE,
+          });
         targets = [await pickDisk({})];
       }
       const report = await flash({
@@ -155,7 +205,9 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
       process.exitCode = exitCodeOf(report);
     });
 
-  const cache = program.command("cache").description("manage the image cache ($XDG_CACHE_HOME/provision)");
+  const cache = program
+    .command("cache")
+    .description("manage the image cache ($XDG_CACHE_HOME/provision)");
   cache
     .command("list")
     .description("list cached images")
@@ -180,7 +232,9 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
     .option("--all", "remove everything")
     .action(async (o: { olderThan: string; all?: boolean }) => {
       const removed = await pruneCache({ all: o.all, olderThanDays: Number(o.olderThan) });
-      process.stdout.write(`removed ${removed.length} entr${removed.length === 1 ? "y" : "ies"} (${formatBytes(removed.reduce((a, e) => a + e.size, 0))})\n`);
+      process.stdout.write(
+        `removed ${removed.length} entr${removed.length === 1 ? "y" : "ies"} (${formatBytes(removed.reduce((a, e) => a + e.size, 0))})\n`,
+      );
     });
   return program;
 }
@@ -194,7 +248,11 @@ export async function main(argv: string[]): Promise<number> {
     const e = err as { code?: string; exitCode?: number };
     if (typeof e.code === "string" && e.code.startsWith("commander.")) {
       // Help and version exit 0; usage errors were already printed by commander.
-      return e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help" ? EXIT.OK : EXIT.USAGE;
+      return e.code === "commander.helpDisplayed" ||
+        e.code === "commander.version" ||
+        e.code === "commander.help"
+        ? EXIT.OK
+        : EXIT.USAGE;
     }
     if (err instanceof ProvisionError) {
       process.stderr.write(`provision: ${err.message}\n`);
@@ -205,7 +263,9 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write("provision: interrupted\n");
       return EXIT.INTERRUPTED;
     }
-    process.stderr.write(`provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`);
+    process.stderr.write(
+      `provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`,
+    );
     if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
     return EXIT.FAILED;
   }

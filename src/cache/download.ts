@@ -8,7 +8,7 @@ import { createReadStream } from "node:fs";
 import { open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Agent, type Dispatcher, interceptors, request } from "undici";
-import { EXIT, ProvisionError, UsageError, describeError } from "../errors.js";
+import { describeError, EXIT, ProvisionError, UsageError } from "../errors.js";
 
 export interface DownloadResult {
   sha256: string;
@@ -27,20 +27,30 @@ const MAX_ATTEMPTS = 6;
 let dispatcher: Dispatcher | undefined;
 /** One connection pool for the process, following redirects (mirrors redirect a lot). */
 function agent(): Dispatcher {
-  dispatcher ??= new Agent({ connect: { timeout: 30_000 } }).compose(interceptors.redirect({ maxRedirections: 5 }));
+  dispatcher ??= new Agent({ connect: { timeout: 30_000 } }).compose(
+    interceptors.redirect({ maxRedirections: 5 }),
+  );
   return dispatcher;
 }
 
 function httpError(url: string, status: number): ProvisionError {
   if (status === 404 || status === 410) {
-    return new UsageError(`${url} was not found (HTTP ${status})`, "check the URL, stream, channel or release");
+    return new UsageError(
+      `${url} was not found (HTTP ${status})`,
+      "check the URL, stream, channel or release",
+    );
   }
   return new ProvisionError(`${url}: server answered HTTP ${status}`, { exitCode: EXIT.FAILED });
 }
 
 /** GET a small document (metadata, version.txt, a signature) into memory. */
 export async function fetchBytes(url: string, signal?: AbortSignal): Promise<Buffer> {
-  const res = await request(url, { signal, headersTimeout: 30_000, bodyTimeout: 30_000, dispatcher: agent() });
+  const res = await request(url, {
+    signal,
+    headersTimeout: 30_000,
+    bodyTimeout: 30_000,
+    dispatcher: agent(),
+  });
   if (res.statusCode >= 300) {
     await res.body.dump();
     throw httpError(url, res.statusCode);
@@ -55,8 +65,15 @@ export async function fetchText(url: string, signal?: AbortSignal): Promise<stri
 /** True when an error means "could not reach the server" rather than an HTTP answer. */
 export function isNetworkError(err: unknown): boolean {
   if (err instanceof ProvisionError) return false;
-  const code = (err as { code?: string; cause?: { code?: string } }).code ?? (err as { cause?: { code?: string } }).cause?.code;
-  return typeof code === "string" && /^(ECONN|ENOTFOUND|EAI_|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|UND_ERR_(SOCKET|CONNECT_TIMEOUT|HEADERS_TIMEOUT|BODY_TIMEOUT|CLOSED)|UND_ERR_SHORT)/.test(code);
+  const code =
+    (err as { code?: string; cause?: { code?: string } }).code ??
+    (err as { cause?: { code?: string } }).cause?.code;
+  return (
+    typeof code === "string" &&
+    /^(ECONN|ENOTFOUND|EAI_|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|UND_ERR_(SOCKET|CONNECT_TIMEOUT|HEADERS_TIMEOUT|BODY_TIMEOUT|CLOSED)|UND_ERR_SHORT)/.test(
+      code,
+    )
+  );
 }
 
 async function hashExisting(path: string, hash: Hash): Promise<number> {
@@ -76,7 +93,11 @@ async function hashExisting(path: string, hash: Hash): Promise<number> {
 export async function downloadResumable(
   url: string,
   partPath: string,
-  opts: { signal?: AbortSignal; onProgress?: (done: number, total?: number) => void; onRetry?: (msg: string) => void } = {},
+  opts: {
+    signal?: AbortSignal;
+    onProgress?: (done: number, total?: number) => void;
+    onRetry?: (msg: string) => void;
+  } = {},
 ): Promise<DownloadResult> {
   const infoPath = `${partPath}.json`;
   let info: PartInfo | undefined;
@@ -84,7 +105,12 @@ export async function downloadResumable(
     info = JSON.parse(await readFile(infoPath, "utf8")) as PartInfo;
     if (info.url !== url) info = undefined;
   } catch {}
-  let have = info ? await stat(partPath).then((s) => s.size, () => 0) : 0;
+  let have = info
+    ? await stat(partPath).then(
+        (s) => s.size,
+        () => 0,
+      )
+    : 0;
   if (have === 0) await rm(partPath, { force: true });
 
   let hash = createHash("sha256");
@@ -124,16 +150,21 @@ export async function downloadResumable(
       let fh: Awaited<ReturnType<typeof open>>;
       if (res.statusCode === 200) {
         // Full body: the server ignored or rejected our Range (or we had nothing).
-        if (have > 0) opts.onRetry?.("server did not resume the download; starting from the beginning");
+        if (have > 0)
+          opts.onRetry?.("server did not resume the download; starting from the beginning");
         hash = createHash("sha256");
         have = 0;
         fh = await open(partPath, "w");
         total = Number.isFinite(len) ? len : undefined;
       } else {
-        const range = /bytes (\d+)-(\d+)\/(\d+|\*)/.exec(String(res.headers["content-range"] ?? ""));
+        const range = /bytes (\d+)-(\d+)\/(\d+|\*)/.exec(
+          String(res.headers["content-range"] ?? ""),
+        );
         if (!range || Number(range[1]) !== have) {
           await res.body.dump();
-          throw new ProvisionError(`${url}: server sent an unexpected range (${res.headers["content-range"]})`);
+          throw new ProvisionError(
+            `${url}: server sent an unexpected range (${res.headers["content-range"]})`,
+          );
         }
         total = range[3] === "*" ? undefined : Number(range[3]);
         fh = await open(partPath, "a");
@@ -154,7 +185,9 @@ export async function downloadResumable(
         await fh.close();
       }
       if (total !== undefined && have !== total) {
-        throw Object.assign(new Error(`connection closed after ${have} of ${total} bytes`), { code: "UND_ERR_SHORT" });
+        throw Object.assign(new Error(`connection closed after ${have} of ${total} bytes`), {
+          code: "UND_ERR_SHORT",
+        });
       }
       await rm(infoPath, { force: true });
       return { sha256: hash.digest("hex"), size: have, etag, lastModified };
@@ -162,9 +195,12 @@ export async function downloadResumable(
       if (opts.signal?.aborted) throw err;
       if (err instanceof ProvisionError) throw err;
       if (attempt >= MAX_ATTEMPTS) {
-        throw new ProvisionError(`download of ${url} failed after ${attempt} attempts: ${describeError(err)}`, {
-          hint: "run the same command again to resume where it stopped",
-        });
+        throw new ProvisionError(
+          `download of ${url} failed after ${attempt} attempts: ${describeError(err)}`,
+          {
+            hint: "run the same command again to resume where it stopped",
+          },
+        );
       }
       opts.onRetry?.(`download interrupted at ${have} bytes (${describeError(err)}); resuming`);
       await sleep(Math.min(500 * attempt, 3000), undefined, { signal: opts.signal });

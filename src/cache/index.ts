@@ -13,18 +13,18 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, readFile, readdir, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { basename, join } from "node:path";
-import { ProvisionError, UsageError, describeError } from "../errors.js";
+import { describeError, ProvisionError, UsageError } from "../errors.js";
 import { type Reporter, silentReporter } from "../progress/index.js";
 import { downloadResumable, fetchBytes, fetchText, isNetworkError } from "./download.js";
 import { withLock } from "./lock.js";
 import { type SignatureStatus, verifySignature } from "./signature.js";
 
+export { fetchText } from "./download.js";
 export type { SignatureStatus } from "./signature.js";
 export { findDistroKeyrings } from "./signature.js";
-export { fetchText } from "./download.js";
 
 export function cacheRoot(): string {
   const base = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
@@ -69,7 +69,10 @@ interface Entry {
 const isRemote = (url: string) => /^https?:\/\//i.test(url);
 
 function entryKey(a: Artifact): string {
-  return createHash("sha256").update(`${a.url}\n${a.sha256?.toLowerCase() ?? ""}`).digest("hex").slice(0, 24);
+  return createHash("sha256")
+    .update(`${a.url}\n${a.sha256?.toLowerCase() ?? ""}`)
+    .digest("hex")
+    .slice(0, 24);
 }
 
 function fileNameOf(url: string): string {
@@ -79,15 +82,19 @@ function fileNameOf(url: string): string {
 
 export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
   const h = createHash("sha256");
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20, signal })) h.update(chunk as Buffer);
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20, signal }))
+    h.update(chunk as Buffer);
   return h.digest("hex");
 }
 
 function checksumMismatch(what: string, expected: string, actual: string): ProvisionError {
-  return new ProvisionError(`checksum mismatch for ${what}: expected sha256 ${expected}, got ${actual}`, {
-    hint: "the download is corrupt or the server sent a different file; nothing was written. Run again to download afresh",
-    exitCode: 2,
-  });
+  return new ProvisionError(
+    `checksum mismatch for ${what}: expected sha256 ${expected}, got ${actual}`,
+    {
+      hint: "the download is corrupt or the server sent a different file; nothing was written. Run again to download afresh",
+      exitCode: 2,
+    },
+  );
 }
 
 async function checkSignature(
@@ -100,18 +107,26 @@ async function checkSignature(
 ): Promise<SignatureStatus> {
   if (!sigPath) {
     if (policy.requireSignature) {
-      throw new ProvisionError(`${what} has no published signature and --require-signature was given`, { exitCode: 2 });
+      throw new ProvisionError(
+        `${what} has no published signature and --require-signature was given`,
+        { exitCode: 2 },
+      );
     }
     return "unsigned";
   }
   if (policy.keyrings.length === 0) {
     if (policy.requireSignature) {
-      throw new ProvisionError(`no key to check the signature of ${what} and --require-signature was given`, {
-        hint: "pass the publisher's public key with --keyring FILE",
-        exitCode: 2,
-      });
+      throw new ProvisionError(
+        `no key to check the signature of ${what} and --require-signature was given`,
+        {
+          hint: "pass the publisher's public key with --keyring FILE",
+          exitCode: 2,
+        },
+      );
     }
-    reporter.warn(`no signing key available for ${what}; relying on the sha256 checksum only (pass --keyring FILE to check the signature)`);
+    reporter.warn(
+      `no signing key available for ${what}; relying on the sha256 checksum only (pass --keyring FILE to check the signature)`,
+    );
     return "no-key";
   }
   const status = await verifySignature(dataPath, sigPath, policy.keyrings, {
@@ -120,7 +135,9 @@ async function checkSignature(
     signal,
   });
   if (status === "no-key") {
-    reporter.warn(`the key that signed ${what} is not in ${policy.keyrings.join(", ")}; relying on the sha256 checksum only`);
+    reporter.warn(
+      `the key that signed ${what} is not in ${policy.keyrings.join(", ")}; relying on the sha256 checksum only`,
+    );
   }
   return status;
 }
@@ -146,7 +163,10 @@ export async function fetchArtifact(
   const hit = await readEntry(dir);
   if (hit) return await useEntry(hit, dir, artifact, policy, reporter, signal);
   if (opts.offline) {
-    throw new UsageError(`${artifact.url} is not in the cache and --offline was given`, "run once without --offline to download it");
+    throw new UsageError(
+      `${artifact.url} is not in the cache and --offline was given`,
+      "run once without --offline to download it",
+    );
   }
 
   await mkdir(dir, { recursive: true });
@@ -200,7 +220,13 @@ export async function fetchArtifact(
       );
       return { path: file, size: dl.size, fromCache: false, sha256: dl.sha256, signature };
     },
-    { signal, onWait: (pid) => reporter.info(`waiting for another provision process (pid ${pid}) downloading the same image`) },
+    {
+      signal,
+      onWait: (pid) =>
+        reporter.info(
+          `waiting for another provision process (pid ${pid}) downloading the same image`,
+        ),
+    },
   );
 }
 
@@ -228,27 +254,53 @@ async function useEntry(
   // A cached entry verified without a key can be upgraded when a key is given now.
   if (signature !== "verified" && (policy.requireSignature || policy.keyringsFromUser)) {
     const sig = `${path}.sig`;
-    const hasSig = await stat(sig).then(() => true, () => false);
-    signature = await checkSignature(path, hasSig ? sig : undefined, artifact.url, policy, reporter, signal);
-    if (signature !== e.signature) await writeFile(join(dir, "entry.json"), JSON.stringify({ ...e, signature }, null, 2));
+    const hasSig = await stat(sig).then(
+      () => true,
+      () => false,
+    );
+    signature = await checkSignature(
+      path,
+      hasSig ? sig : undefined,
+      artifact.url,
+      policy,
+      reporter,
+      signal,
+    );
+    if (signature !== e.signature)
+      await writeFile(join(dir, "entry.json"), JSON.stringify({ ...e, signature }, null, 2));
   }
   const now = new Date();
   await utimes(join(dir, "entry.json"), now, now).catch(() => {});
-  reporter.info(`using cached ${e.file} (sha256 verified ${e.created.slice(0, 10)}, signature ${signature})`);
+  reporter.info(
+    `using cached ${e.file} (sha256 verified ${e.created.slice(0, 10)}, signature ${signature})`,
+  );
   return { path, size: e.size, fromCache: true, sha256: e.sha256, signature };
 }
 
-async function checkLocal(a: Artifact, policy: VerifyPolicy, reporter: Reporter, signal?: AbortSignal): Promise<LocalArtifact> {
+async function checkLocal(
+  a: Artifact,
+  policy: VerifyPolicy,
+  reporter: Reporter,
+  signal?: AbortSignal,
+): Promise<LocalArtifact> {
   const path = a.url.replace(/^file:\/\//, "");
   const s = await stat(path).catch(() => undefined);
-  if (!s?.isFile()) throw new UsageError(`image ${path} does not exist`, "pass an existing file or an http(s) URL to --image-url");
+  if (!s?.isFile())
+    throw new UsageError(
+      `image ${path} does not exist`,
+      "pass an existing file or an http(s) URL to --image-url",
+    );
   let sha256: string | undefined;
   if (a.sha256) {
     sha256 = await sha256File(path, signal);
-    if (sha256 !== a.sha256.toLowerCase()) throw checksumMismatch(path, a.sha256.toLowerCase(), sha256);
+    if (sha256 !== a.sha256.toLowerCase())
+      throw checksumMismatch(path, a.sha256.toLowerCase(), sha256);
   }
   const sig = `${path}.sig`;
-  const hasSig = await stat(sig).then(() => true, () => false);
+  const hasSig = await stat(sig).then(
+    () => true,
+    () => false,
+  );
   let signature: SignatureStatus = "unsigned";
   if (hasSig && (policy.keyrings.length > 0 || policy.requireSignature)) {
     signature = await checkSignature(path, sig, path, policy, reporter, signal);
@@ -267,26 +319,46 @@ async function checkLocal(a: Artifact, policy: VerifyPolicy, reporter: Reporter,
  */
 export async function fetchMetadata(
   url: string,
-  opts: { offline?: boolean; maxAgeSeconds?: number; reporter?: Reporter; signal?: AbortSignal } = {},
+  opts: {
+    offline?: boolean;
+    maxAgeSeconds?: number;
+    reporter?: Reporter;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<string> {
   const reporter = opts.reporter ?? silentReporter;
-  const file = join(cacheRoot(), "meta", `${createHash("sha256").update(url).digest("hex").slice(0, 24)}.json`);
+  const file = join(
+    cacheRoot(),
+    "meta",
+    `${createHash("sha256").update(url).digest("hex").slice(0, 24)}.json`,
+  );
   const cached = await readFile(file, "utf8").then(
     (t) => JSON.parse(t) as { url: string; fetchedAt: string; body: string },
     () => undefined,
   );
-  const ageSeconds = cached ? (Date.now() - Date.parse(cached.fetchedAt)) / 1000 : Number.POSITIVE_INFINITY;
+  const ageSeconds = cached
+    ? (Date.now() - Date.parse(cached.fetchedAt)) / 1000
+    : Number.POSITIVE_INFINITY;
   if (cached && (opts.offline || ageSeconds < (opts.maxAgeSeconds ?? 3600))) return cached.body;
-  if (opts.offline) throw new UsageError(`${url} is not in the cache and --offline was given`, "run once without --offline");
+  if (opts.offline)
+    throw new UsageError(
+      `${url} is not in the cache and --offline was given`,
+      "run once without --offline",
+    );
   try {
     const body = await fetchText(url, opts.signal);
     await mkdir(join(cacheRoot(), "meta"), { recursive: true });
-    await writeFile(`${file}.tmp`, JSON.stringify({ url, fetchedAt: new Date().toISOString(), body }));
+    await writeFile(
+      `${file}.tmp`,
+      JSON.stringify({ url, fetchedAt: new Date().toISOString(), body }),
+    );
     await rename(`${file}.tmp`, file);
     return body;
   } catch (err) {
     if (cached && isNetworkError(err)) {
-      reporter.warn(`could not reach ${new URL(url).host} (${describeError(err)}); using the copy of ${url} cached ${formatAge(ageSeconds)} ago`);
+      reporter.warn(
+        `could not reach ${new URL(url).host} (${describeError(err)}); using the copy of ${url} cached ${formatAge(ageSeconds)} ago`,
+      );
       return cached.body;
     }
     if (isNetworkError(err)) {
@@ -329,22 +401,47 @@ export async function listCache(): Promise<CacheEntryInfo[]> {
     const e = await readEntry(dir);
     if (e) {
       const used = await stat(join(dir, "entry.json"));
-      out.push({ key, url: e.url, file: e.file, path: join(dir, e.file), size: e.size, created: e.created, lastUsed: used.mtime.toISOString(), signature: e.signature, partial: false });
+      out.push({
+        key,
+        url: e.url,
+        file: e.file,
+        path: join(dir, e.file),
+        size: e.size,
+        created: e.created,
+        lastUsed: used.mtime.toISOString(),
+        signature: e.signature,
+        partial: false,
+      });
       continue;
     }
     const files = await readdir(dir).catch(() => [] as string[]);
     const part = files.find((f) => f.endsWith(".part"));
     if (part) {
       const s = await stat(join(dir, part));
-      const info = await readFile(join(dir, `${part}.json`), "utf8").then((t) => JSON.parse(t) as { url: string }, () => ({ url: "?" }));
-      out.push({ key, url: info.url, file: part, path: join(dir, part), size: s.size, created: s.mtime.toISOString(), lastUsed: s.mtime.toISOString(), signature: "unsigned", partial: true });
+      const info = await readFile(join(dir, `${part}.json`), "utf8").then(
+        (t) => JSON.parse(t) as { url: string },
+        () => ({ url: "?" }),
+      );
+      out.push({
+        key,
+        url: info.url,
+        file: part,
+        path: join(dir, part),
+        size: s.size,
+        created: s.mtime.toISOString(),
+        lastUsed: s.mtime.toISOString(),
+        signature: "unsigned",
+        partial: true,
+      });
     }
   }
   return out;
 }
 
 /** Remove entries not used for `olderThanDays` (all with `all`); partial downloads too. */
-export async function pruneCache(opts: { all?: boolean; olderThanDays?: number } = {}): Promise<CacheEntryInfo[]> {
+export async function pruneCache(
+  opts: { all?: boolean; olderThanDays?: number } = {},
+): Promise<CacheEntryInfo[]> {
   const cutoff = Date.now() - (opts.olderThanDays ?? 30) * 86400_000;
   const removed: CacheEntryInfo[] = [];
   for (const e of await listCache()) {

@@ -2,7 +2,7 @@
  * Detached GPG signature checks with gpgv against explicit keyring files. Armored keys are
  * dearmored into a temp file first (gpgv reads binary keyrings only).
  */
-import { mkdtemp, readFile, readdir, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProvisionError, UsageError } from "../errors.js";
@@ -56,9 +56,16 @@ export async function verifySignature(
         args.push("--keyring", k);
       }
     }
-    const r = await run("gpgv", [...args, sigPath, dataPath], { allowFailure: true, signal: opts.signal });
+    const r = await run("gpgv", [...args, sigPath, dataPath], {
+      allowFailure: true,
+      signal: opts.signal,
+    });
     const status = r.stdout;
-    if (r.exitCode === 0 && /\[GNUPG:\] GOODSIG/.test(status) && /\[GNUPG:\] VALIDSIG/.test(status)) {
+    if (
+      r.exitCode === 0 &&
+      /\[GNUPG:\] GOODSIG/.test(status) &&
+      /\[GNUPG:\] VALIDSIG/.test(status)
+    ) {
       return "verified";
     }
     if (/\[GNUPG:\] BADSIG/.test(status)) {
@@ -68,7 +75,8 @@ export async function verifySignature(
       });
     }
     if (/\[GNUPG:\] (NO_PUBKEY|ERRSIG)/.test(status)) {
-      const keyId = /NO_PUBKEY ([0-9A-F]+)/.exec(status)?.[1] ?? /ERRSIG ([0-9A-F]+)/.exec(status)?.[1];
+      const keyId =
+        /NO_PUBKEY ([0-9A-F]+)/.exec(status)?.[1] ?? /ERRSIG ([0-9A-F]+)/.exec(status)?.[1];
       if (opts.keyIsOptional) return "no-key";
       throw new ProvisionError(
         `signature on ${opts.what} is by key ${keyId ?? "(unknown)"}, which is not in the given keyring`,
@@ -76,7 +84,9 @@ export async function verifySignature(
       );
     }
     const why = r.stderr.trim().split("\n").pop() ?? `gpgv exit code ${r.exitCode}`;
-    throw new ProvisionError(`could not verify the signature on ${opts.what}: ${why}`, { exitCode: 2 });
+    throw new ProvisionError(`could not verify the signature on ${opts.what}: ${why}`, {
+      exitCode: 2,
+    });
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

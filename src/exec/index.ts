@@ -3,7 +3,7 @@
  * that names the Debian package to install; a failing one becomes an error carrying the
  * last line of its stderr.
  */
-import { type Options, type ResultPromise, execa } from "execa";
+import { execa, type Options, type ResultPromise } from "execa";
 import { EXIT, ProvisionError } from "../errors.js";
 
 /** Which Debian package provides each program we use. */
@@ -91,7 +91,13 @@ export interface RunResult {
 export async function run(
   program: string,
   args: readonly string[],
-  opts: { input?: string | Buffer; allowFailure?: boolean; signal?: AbortSignal; env?: Record<string, string>; cwd?: string } = {},
+  opts: {
+    input?: string | Buffer;
+    allowFailure?: boolean;
+    signal?: AbortSignal;
+    env?: Record<string, string>;
+    cwd?: string;
+  } = {},
 ): Promise<RunResult> {
   try {
     const r = await execa(program, args, {
@@ -102,13 +108,18 @@ export async function run(
       cwd: opts.cwd,
       stripFinalNewline: true,
     });
-    if ((r as { code?: string }).code === "ENOENT" || (r.failed && /ENOENT/.test(String(r.message)) && r.exitCode === undefined)) {
+    if (
+      (r as { code?: string }).code === "ENOENT" ||
+      (r.failed && /ENOENT/.test(String(r.message)) && r.exitCode === undefined)
+    ) {
       throw missingTool(program);
     }
-    if (r.isCanceled) throw new ProvisionError(`${program} was cancelled`, { exitCode: EXIT.INTERRUPTED });
+    if (r.isCanceled)
+      throw new ProvisionError(`${program} was cancelled`, { exitCode: EXIT.INTERRUPTED });
     const exitCode = r.exitCode ?? -1;
     if (exitCode !== 0 && !opts.allowFailure) {
-      const last = lastLine(String(r.stderr)) || lastLine(String(r.stdout)) || `exit code ${exitCode}`;
+      const last =
+        lastLine(String(r.stderr)) || lastLine(String(r.stdout)) || `exit code ${exitCode}`;
       throw new ProvisionError(`${program} ${args.slice(0, 3).join(" ")} failed: ${last}`);
     }
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode };
@@ -140,6 +151,9 @@ export function spawnStreaming(
 }
 
 function lastLine(s: string): string {
-  const lines = s.trim().split("\n").filter((l) => l.trim() !== "");
+  const lines = s
+    .trim()
+    .split("\n")
+    .filter((l) => l.trim() !== "");
   return (lines[lines.length - 1] ?? "").trim();
 }

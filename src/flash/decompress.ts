@@ -12,7 +12,11 @@ import { hasProgram, requirePrograms, run, spawnStreaming } from "../exec/index.
 export type Compression = "xz" | "gzip" | "zstd" | "bzip2" | "raw";
 
 export function detectCompression(head: Buffer): Compression {
-  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return "xz";
+  if (
+    head.length >= 6 &&
+    head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))
+  )
+    return "xz";
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
   if (head.length >= 4 && head.readUInt32LE(0) === 0xfd2fb528) return "zstd";
   if (head.length >= 3 && head.subarray(0, 3).toString("latin1") === "BZh") return "bzip2";
@@ -54,7 +58,11 @@ export function programsFor(format: Compression): string[] {
  * Size of the decompressed image when the format records it (xz index, zstd frame
  * header); undefined when only decompressing would tell (gzip > 4 GiB, bzip2).
  */
-export async function decompressedSize(path: string, format: Compression, fileSize: number): Promise<number | undefined> {
+export async function decompressedSize(
+  path: string,
+  format: Compression,
+  fileSize: number,
+): Promise<number | undefined> {
   if (format === "raw") return fileSize;
   if (format === "xz") {
     const r = await run("xz", ["--robot", "--list", path], { allowFailure: true });
@@ -77,7 +85,10 @@ export interface DecompressedStream {
   done: Promise<void>;
 }
 
-export async function openDecompressed(path: string, opts: { signal?: AbortSignal } = {}): Promise<DecompressedStream> {
+export async function openDecompressed(
+  path: string,
+  opts: { signal?: AbortSignal } = {},
+): Promise<DecompressedStream> {
   const format = await detectFileCompression(path);
   if (format === "raw") {
     const stream = createReadStream(path, { highWaterMark: 4 << 20, signal: opts.signal });
@@ -95,10 +106,17 @@ export async function openDecompressed(path: string, opts: { signal?: AbortSigna
     const r = await child;
     if (r.isCanceled) throw new ProvisionError(`${prog} was stopped`);
     if (r.exitCode !== 0) {
-      const why = String(r.stderr ?? "").trim().split("\n").pop() || `exit code ${r.exitCode}`;
-      throw new ProvisionError(`the image ${path} is corrupt: ${prog} failed: ${why.replace(/^[^:]*: /, "")}`, {
-        hint: "remove it from the cache (provision cache prune --all) and download it again",
-      });
+      const why =
+        String(r.stderr ?? "")
+          .trim()
+          .split("\n")
+          .pop() || `exit code ${r.exitCode}`;
+      throw new ProvisionError(
+        `the image ${path} is corrupt: ${prog} failed: ${why.replace(/^[^:]*: /, "")}`,
+        {
+          hint: "remove it from the cache (provision cache prune --all) and download it again",
+        },
+      );
     }
   })();
   // Mark handled; the writer awaits it after the stream ends.

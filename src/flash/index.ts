@@ -5,16 +5,32 @@
  * and the result says so.
  */
 import { open, rm, stat } from "node:fs/promises";
-import { type LocalArtifact, fetchArtifact, findDistroKeyrings } from "../cache/index.js";
-import { checkTargetSafe, confirmWrite, describeTarget, inspectTarget, type Target } from "../disk/index.js";
-import { EXIT, InterruptedError, ProvisionError, UsageError, describeError } from "../errors.js";
+import { fetchArtifact, findDistroKeyrings, type LocalArtifact } from "../cache/index.js";
+import {
+  checkTargetSafe,
+  confirmWrite,
+  describeTarget,
+  inspectTarget,
+  type Target,
+} from "../disk/index.js";
+import { describeError, EXIT, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { requirePrograms } from "../exec/index.js";
-import { type IgnitionConfig, editKernelArgs, embedIgnition, loadIgnitionConfig } from "../ignition/index.js";
-import { type Reporter, formatBytes, silentReporter } from "../progress/index.js";
+import {
+  editKernelArgs,
+  embedIgnition,
+  type IgnitionConfig,
+  loadIgnitionConfig,
+} from "../ignition/index.js";
+import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
 import { type ImageRequest, type ResolvedImage, resolveImage } from "../source/index.js";
-import { decompressedSize, detectFileCompression, openDecompressed, programsFor } from "./decompress.js";
-import { type Destination, writeToAll } from "./write.js";
+import {
+  decompressedSize,
+  detectFileCompression,
+  openDecompressed,
+  programsFor,
+} from "./decompress.js";
 import { VerifyMismatchError, verifyTarget } from "./verify.js";
+import { type Destination, writeToAll } from "./write.js";
 
 export interface FlashOptions {
   targets: string[];
@@ -91,15 +107,21 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
   const signal = opts.signal;
   const verify = opts.verify ?? true;
   const os = opts.image.os;
-  if (opts.targets.length === 0) throw new UsageError("no target given", "pass a disk (/dev/sdX) or an image file path");
+  if (opts.targets.length === 0)
+    throw new UsageError("no target given", "pass a disk (/dev/sdX) or an image file path");
   const dup = opts.targets.find((t, i) => opts.targets.indexOf(t) !== i);
   if (dup) throw new UsageError(`target ${dup} is given twice`);
 
   // 1. Everything that can be checked without touching a target or the network.
-  const wantsCustomize = Boolean(opts.ignitionFile || opts.ignitionUrl || opts.appendKargs?.length || opts.deleteKargs?.length);
+  const wantsCustomize = Boolean(
+    opts.ignitionFile || opts.ignitionUrl || opts.appendKargs?.length || opts.deleteKargs?.length,
+  );
   let ignition: IgnitionConfig | undefined;
   if (opts.ignitionFile || opts.ignitionUrl) {
-    ignition = await loadIgnitionConfig({ file: opts.ignitionFile, url: opts.ignitionUrl }, { signal });
+    ignition = await loadIgnitionConfig(
+      { file: opts.ignitionFile, url: opts.ignitionUrl },
+      { signal },
+    );
     reporter.info(`Ignition config ${ignition.origin} is valid (spec ${ignition.version})`);
   }
   const targets: Target[] = [];
@@ -117,7 +139,13 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
   const report: FlashReport = {
     dryRun: Boolean(opts.dryRun),
     image: { description: resolved.description, url: resolved.url, sha256: resolved.sha256 },
-    targets: targets.map((t) => ({ path: t.path, kind: t.kind, ok: true, bytesWritten: 0, verified: false })),
+    targets: targets.map((t) => ({
+      path: t.path,
+      kind: t.kind,
+      ok: true,
+      bytesWritten: 0,
+      verified: false,
+    })),
     seconds: 0,
   };
   if (opts.dryRun) {
@@ -134,18 +162,27 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
 
   // 3. Confirmation before the (possibly long) download, so the user can walk away.
   for (const t of targets) {
-    if (t.kind === "block") await confirmWrite(t, { yes: opts.yes, isTTY: Boolean(opts.isTTY), prompt: opts.confirm });
+    if (t.kind === "block")
+      await confirmWrite(t, { yes: opts.yes, isTTY: Boolean(opts.isTTY), prompt: opts.confirm });
   }
 
   // 4. A verified local copy of the image.
   const keyrings = opts.keyrings?.length ? opts.keyrings : await findDistroKeyrings(os);
   const local: LocalArtifact = await fetchArtifact(resolved, {
     offline: opts.offline,
-    policy: { keyrings, keyringsFromUser: Boolean(opts.keyrings?.length), requireSignature: Boolean(opts.requireSignature) },
+    policy: {
+      keyrings,
+      keyringsFromUser: Boolean(opts.keyrings?.length),
+      requireSignature: Boolean(opts.requireSignature),
+    },
     reporter,
     signal,
   });
-  Object.assign(report.image, { signature: local.signature, fromCache: local.fromCache, compressedSize: local.size });
+  Object.assign(report.image, {
+    signature: local.signature,
+    fromCache: local.fromCache,
+    compressedSize: local.size,
+  });
   const format = await detectFileCompression(local.path);
   await requirePrograms(programsFor(format));
   const imageSize = await decompressedSize(local.path, format, local.size);
@@ -177,9 +214,18 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
 
   // 6. Write.
   const fileExisted = new Map<string, boolean>();
-  for (const d of dests) fileExisted.set(d.path, await stat(d.path).then(() => true, () => false));
+  for (const d of dests)
+    fileExisted.set(
+      d.path,
+      await stat(d.path).then(
+        () => true,
+        () => false,
+      ),
+    );
   const label = dests.length === 1 ? `to ${dests[0]?.path}` : `to ${dests.length} targets`;
-  reporter.info(`writing ${resolved.description} (${imageSize ? formatBytes(imageSize) : "size unknown"}) ${label}`);
+  reporter.info(
+    `writing ${resolved.description} (${imageSize ? formatBytes(imageSize) : "size unknown"}) ${label}`,
+  );
   const input = await openDecompressed(local.path, { signal });
   const written = await writeToAll(input.stream, dests, {
     digests: verify,
@@ -199,11 +245,18 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
     else if (!r.ok) failTarget(r.path, r.error);
   }
   if (!sourceError && imageSize !== undefined && written.imageSize !== imageSize) {
-    for (const d of dests) failTarget(d.path, new ProvisionError(`the image ended after ${written.imageSize} of ${imageSize} bytes`));
+    for (const d of dests)
+      failTarget(
+        d.path,
+        new ProvisionError(`the image ended after ${written.imageSize} of ${imageSize} bytes`),
+      );
   }
   const okDests = () => dests.filter((d) => reports.get(d.path)?.ok);
   if (okDests().length > 0) {
-    reporter.phaseDone("write", `wrote ${formatBytes(written.imageSize)} ${label} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+    reporter.phaseDone(
+      "write",
+      `wrote ${formatBytes(written.imageSize)} ${label} in ${((Date.now() - started) / 1000).toFixed(1)}s`,
+    );
   }
 
   // 7. Verify (read back from the device) before changing anything on it.
@@ -211,12 +264,15 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
     await Promise.all(
       okDests().map(async (d) => {
         try {
-          await verifyTarget(d.path, d.kind, written.imageSize, written.digests as Buffer[], {
+          await verifyTarget(d.path, written.imageSize, written.digests as Buffer[], {
             signal,
             onProgress: (done, total) => reporter.progress("verify", done, total, d.path),
           });
           (reports.get(d.path) as TargetReport).verified = true;
-          reporter.phaseDone("verify", `verified ${d.path}: read back ${formatBytes(written.imageSize)}, identical to the image`);
+          reporter.phaseDone(
+            "verify",
+            `verified ${d.path}: read back ${formatBytes(written.imageSize)}, identical to the image`,
+          );
         } catch (err) {
           failTarget(d.path, signal?.aborted ? new InterruptedError() : err);
         }
@@ -234,7 +290,10 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
         reporter.info(`${d.path}: Ignition config written to ${rep.ignition}`);
       }
       if (opts.appendKargs?.length || opts.deleteKargs?.length) {
-        const lines = await editKernelArgs(d.path, { append: opts.appendKargs ?? [], delete: opts.deleteKargs ?? [] });
+        const lines = await editKernelArgs(d.path, {
+          append: opts.appendKargs ?? [],
+          delete: opts.deleteKargs ?? [],
+        });
         rep.kernelArgs = lines;
         reporter.info(`${d.path}: kernel arguments now: ${lines[0] ?? ""}`);
       }
@@ -248,7 +307,11 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
     const rep = reports.get(r.path) as TargetReport;
     if (rep.ok || !r.touched) continue;
     const d = dests.find((x) => x.path === r.path) as Destination;
-    rep.incomplete = await makeUnbootable(d, Boolean(opts.preserveOnError), fileExisted.get(d.path) ?? true);
+    rep.incomplete = await makeUnbootable(
+      d,
+      Boolean(opts.preserveOnError),
+      fileExisted.get(d.path) ?? true,
+    );
     const how =
       rep.incomplete === "removed"
         ? "the partial file was removed"
@@ -266,7 +329,11 @@ function finish(report: FlashReport, started: number): FlashReport {
 }
 
 /** Zero the first and last MiB (MBR, primary and backup GPT), or remove a file we created. */
-async function makeUnbootable(d: Destination, preserve: boolean, existed: boolean): Promise<"wiped" | "removed" | "left-as-is"> {
+async function makeUnbootable(
+  d: Destination,
+  preserve: boolean,
+  existed: boolean,
+): Promise<"wiped" | "removed" | "left-as-is"> {
   if (preserve) return "left-as-is";
   try {
     if (d.kind === "file" && !existed) {
@@ -289,19 +356,31 @@ async function makeUnbootable(d: Destination, preserve: boolean, existed: boolea
   }
 }
 
-function planLines(img: ResolvedImage, targets: Target[], opts: FlashOptions, ignition?: IgnitionConfig): string[] {
+function planLines(
+  img: ResolvedImage,
+  targets: Target[],
+  opts: FlashOptions,
+  ignition?: IgnitionConfig,
+): string[] {
   const lines = [
     `image: ${img.description}`,
     `  from ${img.url}`,
     `  sha256 ${img.sha256 ?? "(not published; pass --sha256 to pin)"}, signature ${img.signatureUrl ?? "(none)"}`,
   ];
   for (const t of targets) {
-    lines.push(`target: ${t.kind === "file" ? `${t.path} (image file, ${t.exists ? "truncated" : "created"}, sparse)` : ""}`);
+    lines.push(
+      `target: ${t.kind === "file" ? `${t.path} (image file, ${t.exists ? "truncated" : "created"}, sparse)` : ""}`,
+    );
     if (t.kind === "block") for (const l of describeTarget(t)) lines.push(`  ${l}`);
-    lines.push(`  write: the whole image from byte 0${t.kind === "block" && !opts.sparse ? ", every byte" : ", zero blocks skipped"}`);
+    lines.push(
+      `  write: the whole image from byte 0${t.kind === "block" && !opts.sparse ? ", every byte" : ", zero blocks skipped"}`,
+    );
     if (opts.verify ?? true) lines.push("  verify: read back and compare with the image");
     if (ignition) {
-      const where = opts.image.os === "flatcar" ? "OEM:/config.ign" : "boot:/ignition/config.ign (dir 0700, file 0600)";
+      const where =
+        opts.image.os === "flatcar"
+          ? "OEM:/config.ign"
+          : "boot:/ignition/config.ign (dir 0700, file 0600)";
       lines.push(`  ignition: ${ignition.origin} → partition ${where}`);
     }
     if (opts.appendKargs?.length) lines.push(`  kernel args: append ${opts.appendKargs.join(" ")}`);

@@ -1,18 +1,13 @@
 /**
  * Read back what was written, from the device rather than the page cache, and compare it
  * block by block with the digests computed while writing. The cache is dropped with
- * posix_fadvise(DONTNEED) (dd iflag=nocache count=0) and, for block devices, BLKFLSBUF
- * (blockdev --flushbufs); the written data was fsynced, so the pages are clean and go.
+ * posix_fadvise(DONTNEED) for files and BLKFLSBUF for block devices (disk's dropPageCache);
+ * the written data was fsynced, so the pages are clean and go.
  */
 import { open } from "node:fs/promises";
+import { dropPageCache } from "../disk/index.js";
 import { ProvisionError } from "../errors.js";
-import { run } from "../exec/index.js";
 import { BLOCK_SIZE, blockDigest, nonZeroRuns } from "./blocks.js";
-
-export async function dropCachedPages(path: string, kind: "file" | "block"): Promise<void> {
-  if (kind === "block") await run("blockdev", ["--flushbufs", path], { allowFailure: true });
-  await run("dd", [`if=${path}`, "iflag=nocache", "count=0", "status=none"], { allowFailure: true });
-}
 
 export class VerifyMismatchError extends ProvisionError {
   constructor(
@@ -21,19 +16,20 @@ export class VerifyMismatchError extends ProvisionError {
   ) {
     super(
       `verify failed: ${path} differs from the image in the 4 MiB block at byte ${offset}; the card or disk is not reliable`,
-      { hint: "flash again; if it fails again, the medium is faulty or fake (check its real capacity)" },
+      {
+        hint: "flash again; if it fails again, the medium is faulty or fake (check its real capacity)",
+      },
     );
   }
 }
 
 export async function verifyTarget(
   path: string,
-  kind: "file" | "block",
   imageSize: number,
   digests: Buffer[],
   opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<void> {
-  await dropCachedPages(path, kind);
+  await dropPageCache(path);
   const fh = await open(path, "r");
   try {
     const bufs = [Buffer.allocUnsafe(BLOCK_SIZE), Buffer.allocUnsafe(BLOCK_SIZE)];
@@ -57,7 +53,9 @@ export async function verifyTarget(
       // Read the next block while this one is digested.
       next = i + 1 < count ? readBlock(i + 1) : undefined;
       if (got !== len) {
-        throw new ProvisionError(`verify failed: ${path} ended at byte ${i * BLOCK_SIZE + got}, before the end of the image`);
+        throw new ProvisionError(
+          `verify failed: ${path} ended at byte ${i * BLOCK_SIZE + got}, before the end of the image`,
+        );
       }
       const d = blockDigest(buf, len, nonZeroRuns(buf, len));
       if (!d.equals(digests[i] as Buffer)) throw new VerifyMismatchError(path, i * BLOCK_SIZE);

@@ -7,7 +7,7 @@
 import { constants } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import { ProvisionError, describeError } from "../errors.js";
+import { describeError, ProvisionError } from "../errors.js";
 import { BLOCK_SIZE, blockDigest, nonZeroRuns } from "./blocks.js";
 
 export interface Destination {
@@ -90,7 +90,9 @@ export async function writeToAll(
   const alive = () => slots.filter((s) => s.result.ok && s.fh);
 
   const digests: Buffer[] | undefined = opts.digests ? [] : undefined;
-  const pool: Buffer[] = Array.from({ length: IN_FLIGHT + 1 }, () => Buffer.allocUnsafe(BLOCK_SIZE));
+  const pool: Buffer[] = Array.from({ length: IN_FLIGHT + 1 }, () =>
+    Buffer.allocUnsafe(BLOCK_SIZE),
+  );
   const inFlight: Promise<Buffer>[] = [];
   let position = 0;
 

@@ -4,9 +4,9 @@
  * plus a name for messages. Nothing after this cares which kind it was.
  */
 import { arch as hostArch } from "node:os";
-import { UsageError } from "../errors.js";
 import type { Artifact } from "../cache/index.js";
 import { fetchMetadata } from "../cache/index.js";
+import { UsageError } from "../errors.js";
 import type { Reporter } from "../progress/index.js";
 
 export type OsName = "fcos" | "flatcar";
@@ -70,7 +70,10 @@ async function resolveFcos(
 ): Promise<ResolvedImage> {
   const stream = req.stream ?? "stable";
   if (!(FCOS_STREAMS as readonly string[]).includes(stream)) {
-    throw new UsageError(`unknown FCOS stream "${stream}"`, `use one of: ${FCOS_STREAMS.join(", ")}`);
+    throw new UsageError(
+      `unknown FCOS stream "${stream}"`,
+      `use one of: ${FCOS_STREAMS.join(", ")}`,
+    );
   }
   const base = (req.streamBaseUrl ?? DEFAULT_STREAM_BASE).replace(/\/+$/, "");
   const url = `${base}/streams/${stream}.json`;
@@ -84,13 +87,20 @@ async function resolveFcos(
   const format = req.sector4k ? "4k.raw.xz" : "raw.xz";
   // .architectures[arch].artifacts.metal.formats["raw.xz"].disk
   const archs = (doc as { architectures?: Record<string, unknown> }).architectures;
-  const a = archs?.[arch] as { artifacts?: { metal?: { release?: string; formats?: Record<string, { disk?: Record<string, string> }> } } } | undefined;
+  const a = archs?.[arch] as
+    | {
+        artifacts?: {
+          metal?: { release?: string; formats?: Record<string, { disk?: Record<string, string> }> };
+        };
+      }
+    | undefined;
   if (!a) {
     const have = Object.keys(archs ?? {}).join(", ") || "none";
     throw new UsageError(`FCOS ${stream} has no ${arch} images (architectures: ${have})`);
   }
   const disk = a.artifacts?.metal?.formats?.[format]?.disk;
-  if (!disk?.location) throw new UsageError(`FCOS ${stream} ${arch} has no metal ${format} image in ${url}`);
+  if (!disk?.location)
+    throw new UsageError(`FCOS ${stream} ${arch} has no metal ${format} image in ${url}`);
   const release = a.artifacts?.metal?.release;
   return {
     url: disk.location,
@@ -111,10 +121,16 @@ async function resolveFlatcar(
 ): Promise<ResolvedImage> {
   const channel = req.channel ?? "stable";
   if (!(FLATCAR_CHANNELS as readonly string[]).includes(channel)) {
-    throw new UsageError(`unknown Flatcar channel "${channel}"`, `use one of: ${FLATCAR_CHANNELS.join(", ")}`);
+    throw new UsageError(
+      `unknown Flatcar channel "${channel}"`,
+      `use one of: ${FLATCAR_CHANNELS.join(", ")}`,
+    );
   }
   const board = arch === "aarch64" ? "arm64-usr" : "amd64-usr";
-  const base = (req.flatcarBaseUrl ?? `https://${channel}.release.flatcar-linux.net`).replace(/\/+$/, "");
+  const base = (req.flatcarBaseUrl ?? `https://${channel}.release.flatcar-linux.net`).replace(
+    /\/+$/,
+    "",
+  );
   let version = req.release ?? "current";
   if (version !== "current" && !/^\d+\.\d+\.\d+$/.test(version)) {
     throw new UsageError(`--release must be "current" or X.Y.Z, got "${version}"`);

@@ -6,7 +6,11 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BLOCK_SIZE, nonZeroRuns } from "../../src/flash/blocks.js";
-import { decompressedSize, detectFileCompression, openDecompressed } from "../../src/flash/decompress.js";
+import {
+  decompressedSize,
+  detectFileCompression,
+  openDecompressed,
+} from "../../src/flash/decompress.js";
 import { VerifyMismatchError, verifyTarget } from "../../src/flash/verify.js";
 import { writeToAll } from "../../src/flash/write.js";
 import { fixture, manifest } from "../helpers/fixtures.js";
@@ -49,10 +53,16 @@ describe("decompression", () => {
     "%s decompresses to the original image, detected by magic bytes",
     async (name) => {
       const fmt = await detectFileCompression(fixture(name));
-      expect(fmt).toBe({ xz: "xz", gz: "gzip", zst: "zstd", bz2: "bzip2", img: "raw" }[name.split(".").pop() as string]);
+      expect(fmt).toBe(
+        { xz: "xz", gz: "gzip", zst: "zstd", bz2: "bzip2", img: "raw" }[
+          name.split(".").pop() as string
+        ],
+      );
       const out = join(dir, `${name}.out`);
       const d = await openDecompressed(fixture(name));
-      const r = await writeToAll(d.stream, [{ path: out, kind: "file", sparse: true }], { digests: false });
+      const r = await writeToAll(d.stream, [{ path: out, kind: "file", sparse: true }], {
+        digests: false,
+      });
       await d.done;
       expect(r.results[0]?.ok).toBe(true);
       expect(await sha256(out)).toBe(expected());
@@ -99,13 +109,15 @@ describe("writeToAll + verifyTarget", () => {
     const st = await stat(a);
     expect(st.size).toBe(manifest().artifacts["fcos.img"].size);
     expect(st.blocks * 512).toBeLessThan(st.size / 4);
-    await verifyTarget(a, "file", r.imageSize, r.digests as Buffer[]);
+    await verifyTarget(a, r.imageSize, r.digests as Buffer[]);
   });
 
   it("read-back verify detects a flipped byte and names its block", async () => {
     const a = join(dir, "flip.img");
     const d = await openDecompressed(fixture("fcos.img.xz"));
-    const r = await writeToAll(d.stream, [{ path: a, kind: "file", sparse: true }], { digests: true });
+    const r = await writeToAll(d.stream, [{ path: a, kind: "file", sparse: true }], {
+      digests: true,
+    });
     await d.done;
     const at = 40 * 1024 * 1024 + 123; // inside the boot partition
     const fh = await open(a, "r+");
@@ -114,7 +126,7 @@ describe("writeToAll + verifyTarget", () => {
     one[0] = (one[0] as number) ^ 0xff;
     await fh.write(one, 0, 1, at);
     await fh.close();
-    const err = await verifyTarget(a, "file", r.imageSize, r.digests as Buffer[]).catch((e: unknown) => e);
+    const err = await verifyTarget(a, r.imageSize, r.digests as Buffer[]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VerifyMismatchError);
     expect((err as VerifyMismatchError).offset).toBe(Math.floor(at / BLOCK_SIZE) * BLOCK_SIZE);
     expect((err as Error).message).toMatch(/flip\.img differs from the image/);
@@ -123,20 +135,28 @@ describe("writeToAll + verifyTarget", () => {
   it("verify also catches a target that is shorter than the image", async () => {
     const a = join(dir, "short.img");
     const data = Buffer.alloc(3 * BLOCK_SIZE, 7);
-    const r = await writeToAll(Readable.from([data]), [{ path: a, kind: "file", sparse: true }], { digests: true });
+    const r = await writeToAll(Readable.from([data]), [{ path: a, kind: "file", sparse: true }], {
+      digests: true,
+    });
     const fh = await open(a, "r+");
     await fh.truncate(2 * BLOCK_SIZE);
     await fh.close();
-    await expect(verifyTarget(a, "file", r.imageSize, r.digests as Buffer[])).rejects.toThrow(/ended at byte 8388608/);
+    await expect(verifyTarget(a, r.imageSize, r.digests as Buffer[])).rejects.toThrow(
+      /ended at byte 8388608/,
+    );
   });
 
   it("refuses to write past a block device's capacity (checked per block)", async () => {
     const a = join(dir, "cap.img");
     await writeFile(a, "");
     const data = Buffer.alloc(3 * BLOCK_SIZE, 1);
-    const r = await writeToAll(Readable.from([data]), [{ path: a, kind: "file", sparse: false, capacity: 2 * BLOCK_SIZE }], {
-      digests: false,
-    });
+    const r = await writeToAll(
+      Readable.from([data]),
+      [{ path: a, kind: "file", sparse: false, capacity: 2 * BLOCK_SIZE }],
+      {
+        digests: false,
+      },
+    );
     expect(r.results[0]?.ok).toBe(false);
     expect(r.results[0]?.error?.message).toMatch(/bigger than .*cap\.img/);
     expect((await readFile(a)).length).toBe(2 * BLOCK_SIZE);
