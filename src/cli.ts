@@ -43,7 +43,7 @@ function interruptSignal(reporter: Reporter): AbortSignal {
   return ac.signal;
 }
 
-function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean) {
+function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean, quiet: boolean) {
   reporter.stop();
   if (json) {
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -54,14 +54,12 @@ function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean
     return;
   }
   for (const t of report.targets) {
-    if (t.ok) {
+    if (t.ok && !quiet) {
       const parts = [t.verified ? "verified" : "not verified (--no-verify)"];
       if (t.ignition) parts.push(`Ignition at ${t.ignition}`);
       process.stderr.write(`✔ ${t.path}: ready (${parts.join(", ")})\n`);
-    } else {
-      process.stderr.write(
-        `✖ ${t.path}: ${t.error}${t.incomplete && t.incomplete !== "left-as-is" ? "" : ""}\n`,
-      );
+    } else if (!t.ok) {
+      process.stderr.write(`✖ ${t.path}: ${t.error}\n`);
     }
   }
 }
@@ -201,7 +199,7 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
         reporter,
         signal,
       });
-      printFlashReport(report, reporter, Boolean(o.json));
+      printFlashReport(report, reporter, Boolean(o.json), Boolean(o.quiet));
       process.exitCode = exitCodeOf(report);
     });
 

@@ -96,6 +96,7 @@ export async function openDecompressed(
       stream.on("end", resolve);
       stream.on("error", reject);
     });
+    done.catch(() => {}); // handled by the caller after the stream ends
     return { format, stream, done };
   }
   const [prog, args] = await command(format);

@@ -74,6 +74,8 @@ export async function writeToAll(
     slots.map(async (s) => {
       try {
         s.fh = await openDestination(s.dest);
+        // Opening a file truncates it: its old content is gone from here on.
+        if (s.dest.kind === "file") s.result.touched = true;
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         fail(

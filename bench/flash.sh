@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Benchmark `provision flash` against the floor (xz alone) and the naive `xz | dd`.
+#
+#   npm run bench            (builds dist/ first, then runs this script)
+#   BENCH_RUNS=5 bash bench/flash.sh
+#
+# 1. Builds once (cached under .cache/bench/, keyed by the hash of the fixture builder and of
+#    the image parameters below) a 2304 MiB FCOS-layout image with ~750 MiB of real files,
+#    and compresses it with `xz -T0 -6` (multi-block, so it can be decompressed in parallel).
+# 2. Times every case BENCH_RUNS times (default 3), in rounds that alternate the order of the
+#    cases, and reports the median wall time and the peak RSS (GNU time %e / %M).
+# 3. Prints a table with the targets and PASS/MISS, and writes .cache/bench/results.json.
+# 4. Checks that what each provision case wrote is byte-identical to the image (sha256).
+#
+# Safety: the only block device touched is a loop device this script attaches itself
+# (`losetup -f --show` on its own backing file); it is detached on exit, also on failure/Ctrl-C.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export LC_ALL=C
+export PATH=$PATH:/usr/sbin:/sbin
+
+TOTAL_MIB=2304
+ROOT_FILL_MIB=${BENCH_ROOT_FILL_MIB:-750}
+RUNS=${BENCH_RUNS:-3}
+XZ_OPTS=(-T0 -6 -k)
+
+BENCH=$ROOT/.cache/bench
+mkdir -p "$BENCH"
+PROVISION=(node "$ROOT/bin/provision.js")
+
+die() { echo "bench: $*" >&2; exit 1; }
+for p in xz dd sha256sum losetup node sgdisk mke2fs mkfs.vfat mcopy; do
+  command -v "$p" >/dev/null || die "missing program: $p"
+done
+[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (Debian package: time)"
+[[ -d dist ]] || die "dist/ is missing; run npm run build"
+
+# --- cleanup -----------------------------------------------------------------------------------
+LOOP=""
+BACKING=$BENCH/loop-backing.img
+WORK=""
+cleanup() {
+  local rc=$?
+  set +e
+  if [[ -n $LOOP ]]; then
+    losetup -d "$LOOP" && echo "bench: detached $LOOP" >&2
+    LOOP=""
+  fi
+  [[ -n $WORK ]] && rm -rf "$WORK"
+  rm -f "$BACKING"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+# --- 1. the image ------------------------------------------------------------------------------
+key=$({
+  sha256sum fixtures/build-fcos-image.sh
+  echo "total=$TOTAL_MIB fill=$ROOT_FILL_MIB xz=${XZ_OPTS[*]}"
+} | sha256sum | cut -c1-16)
+IMG=$BENCH/fcos-$key.img
+XZ=$IMG.xz
+if [[ ! -s $XZ || ! -s $IMG || ! -s $IMG.zero-fraction ]]; then
+  # Older cached images (other keys) are 2+ GiB each: drop them.
+  rm -f "$BENCH"/fcos-*.img "$BENCH"/fcos-*.img.xz "$BENCH"/fcos-*.img.zero-fraction
+  echo "bench: building $IMG (${TOTAL_MIB} MiB, ${ROOT_FILL_MIB} MiB of files in root)" >&2
+  t0=$(date +%s)
+  bash fixtures/build-fcos-image.sh "$IMG.tmp" "$TOTAL_MIB" "$ROOT_FILL_MIB"
+  # Fraction of all-zero 4 KiB blocks.
+  node -e '
+    const fs = require("fs");
+    const fd = fs.openSync(process.argv[1], "r");
+    const buf = Buffer.alloc(4 << 20), zero = Buffer.alloc(4096);
+    let blocks = 0, zeros = 0, n;
+    while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) {
+      for (let o = 0; o < n; o += 4096) {
+        const e = Math.min(o + 4096, n);
+        blocks++;
+        if (buf.compare(zero, 0, e - o, o, e) === 0) zeros++;
+      }
+    }
+    console.log((zeros / blocks).toFixed(4));
+  ' "$IMG.tmp" >"$IMG.zero-fraction.tmp"
+  echo "bench: compressing with xz ${XZ_OPTS[*]}" >&2
+  rm -f "$IMG.tmp.xz"
+  xz "${XZ_OPTS[@]}" "$IMG.tmp"
+  mv -f "$IMG.tmp.xz" "$XZ"
+  mv -f "$IMG.tmp" "$IMG"
+  mv -f "$IMG.zero-fraction.tmp" "$IMG.zero-fraction"
+  echo "bench: image built in $(($(date +%s) - t0)) s" >&2
+fi
+IMG_SIZE=$(stat -c %s "$IMG")
+XZ_SIZE=$(stat -c %s "$XZ")
+ZERO_FRACTION=$(cat "$IMG.zero-fraction")
+IMG_SHA=$(sha256sum "$IMG" | cut -d' ' -f1)
+awk -v s="$IMG_SIZE" -v x="$XZ_SIZE" -v z="$ZERO_FRACTION" 'BEGIN {
+  printf "image: %.0f MiB, %.1f%% all-zero 4 KiB blocks (%.0f MiB non-zero), %.1f MiB as xz\n",
+    s / 1048576, z * 100, s * (1 - z) / 1048576, x / 1048576 }'
+awk -v z="$ZERO_FRACTION" -v s="$IMG_SIZE" 'BEGIN { exit !(z >= 0.60 && s >= 2 * 1073741824) }' ||
+  die "the image must be at least 2 GiB and at least 60% zeros"
+
+# --- targets -----------------------------------------------------------------------------------
+WORK=$(mktemp -d "$BENCH/run.XXXXXX")
+export XDG_CACHE_HOME=$WORK/xdg-cache # provision's cache: private, removed on exit
+mkdir -p "$XDG_CACHE_HOME"
+OUT_DD=$WORK/dd.img
+OUT_NV=$WORK/provision-noverify.img
+OUT_V=$WORK/provision-verify.img
+
+# A loop device left behind by an earlier run of this script that was killed (SIGKILL) stands on
+# our own backing file: detach it.
+if [[ -e $BACKING ]]; then
+  for l in $(losetup -j "$BACKING" -n -O NAME 2>/dev/null); do
+    [[ $l =~ ^/dev/loop[0-9]+$ ]] && losetup -d "$l" && echo "bench: detached stale $l" >&2
+  done
+  rm -f "$BACKING"
+fi
+truncate -s $((IMG_SIZE + 64 * 1048576)) "$BACKING"
+LOOP=$(losetup -f --show "$BACKING")
+[[ $LOOP =~ ^/dev/loop[0-9]+$ ]] || die "unexpected losetup output: $LOOP"
+[[ $(losetup -n -O BACK-FILE "$LOOP") == "$(realpath "$BACKING")" ]] || die "$LOOP is not backed by $BACKING"
+echo "loop device: $LOOP (backing file $BACKING, sparse, $((IMG_SIZE / 1048576 + 64)) MiB)"
+# Allocate the backing file once, untimed, so that no timed run pays for the first write.
+dd if=/dev/zero of="$LOOP" bs=4M count=$(((IMG_SIZE + 64 * 1048576) / 4194304)) conv=fsync status=none
+
+# --- 2. timed cases ----------------------------------------------------------------------------
+CASES=(floor dd_file prov_file_noverify prov_file_verify dd_loop prov_loop_noverify prov_loop_verify)
+declare -A LABEL=(
+  [floor]="floor: xz -dc -T0 > /dev/null"
+  [dd_file]="xz -dc | dd bs=4M conv=fsync  -> file"
+  [prov_file_noverify]="provision --no-verify        -> file"
+  [prov_file_verify]="provision (verify)           -> file"
+  [dd_loop]="xz -dc | dd bs=4M conv=fsync  -> loop"
+  [prov_loop_noverify]="provision --no-verify        -> loop"
+  [prov_loop_verify]="provision (verify)           -> loop"
+)
+declare -A TIMES=() RSS=()
+
+# Run "$@" under GNU time; append wall seconds to TIMES[$case] and peak RSS KiB to RSS[$case].
+timed() {
+  local case=$1
+  shift
+  local tf=$WORK/time.out
+  if ! /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$WORK/stdout" 2>"$WORK/stderr"; then
+    echo "bench: case $case failed: $*" >&2
+    cat "$WORK/stderr" "$WORK/stdout" >&2
+    return 1
+  fi
+  local e m
+  read -r e m < <(tail -n1 "$tf")
+  TIMES[$case]+="$e "
+  RSS[$case]+="$m "
+}
+
+# Fail loudly unless provision's JSON summary reports every target OK.
+check_json() {
+  node -e '
+    const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const bad = (r.targets || []).filter((t) => !t.ok);
+    if (!r.targets || r.targets.length === 0 || bad.length) {
+      console.error("provision reported failure:", JSON.stringify(r));
+      process.exit(1);
+    }
+    const want = process.argv[2] === "1";
+    for (const t of r.targets) if (t.verified !== want) { console.error("verified != " + want, JSON.stringify(t)); process.exit(1); }
+  ' "$WORK/stdout" "$1"
+}
+
+run_case() {
+  local case=$1
+  case $case in
+    floor)
+      timed "$case" bash -c 'xz -dc -T0 "$1" >/dev/null' _ "$XZ" ;;
+    dd_file)
+      rm -f "$OUT_DD"
+      timed "$case" bash -c 'xz -dc "$1" | dd of="$2" bs=4M conv=fsync status=none' _ "$XZ" "$OUT_DD"
+      rm -f "$OUT_DD" ;;
+    prov_file_noverify)
+      rm -f "$OUT_NV"
+      timed "$case" "${PROVISION[@]}" flash "$OUT_NV" --image-url "$XZ" --no-verify --yes --quiet --json
+      check_json 0 ;;
+    prov_file_verify)
+      rm -f "$OUT_V"
+      timed "$case" "${PROVISION[@]}" flash "$OUT_V" --image-url "$XZ" --yes --quiet --json
+      check_json 1 ;;
+    dd_loop)
+      timed "$case" bash -c 'xz -dc "$1" | dd of="$2" bs=4M conv=fsync status=none' _ "$XZ" "$LOOP" ;;
+    prov_loop_noverify)
+      timed "$case" "${PROVISION[@]}" flash "$LOOP" --image-url "$XZ" --no-verify --yes --quiet --json
+      check_json 0 ;;
+    prov_loop_verify)
+      timed "$case" "${PROVISION[@]}" flash "$LOOP" --image-url "$XZ" --yes --quiet --json
+      check_json 1 ;;
+  esac
+}
+
+# 4. What provision wrote must be the image, byte for byte (untimed).
+SHA_OK=true
+check_output() {
+  local case=$1 got
+  case $case in
+    prov_file_noverify) got=$(sha256sum "$OUT_NV" | cut -d' ' -f1) ;;
+    prov_file_verify) got=$(sha256sum "$OUT_V" | cut -d' ' -f1) ;;
+    prov_loop_*) got=$(head -c "$IMG_SIZE" "$LOOP" | sha256sum | cut -d' ' -f1) ;;
+    *) return 0 ;;
+  esac
+  if [[ $got == "$IMG_SHA" ]]; then
+    echo "  sha256 of $case output = image: ok"
+  else
+    echo "  sha256 of $case output: $got, image: $IMG_SHA: MISMATCH"
+    SHA_OK=false
+  fi
+}
+
+echo "timing ${#CASES[@]} cases x $RUNS runs (2 cores; order alternates per round)"
+for ((round = 1; round <= RUNS; round++)); do
+  order=("${CASES[@]}")
+  if ((round % 2 == 0)); then
+    order=()
+    for ((i = ${#CASES[@]} - 1; i >= 0; i--)); do order+=("${CASES[i]}"); done
+  fi
+  for c in "${order[@]}"; do
+    run_case "$c"
+    printf '  round %d %-20s %6ss %6s MiB\n' "$round" "$c" \
+      "$(awk '{print $NF}' <<<"${TIMES[$c]}")" "$(awk '{printf "%.0f", $NF / 1024}' <<<"${RSS[$c]}")"
+    if ((round == RUNS)); then check_output "$c"; fi
+  done
+done
+
+# --- 3. report ---------------------------------------------------------------------------------
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+maxof() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | tail -n1; }
+declare -A MED=() PEAK=()
+for c in "${CASES[@]}"; do
+  MED[$c]=$(median "${TIMES[$c]}")
+  PEAK[$c]=$(maxof "${RSS[$c]}")
+done
+
+echo
+printf '%-40s %9s %9s   %s\n' "case" "median s" "RSS MiB" "runs (s)"
+for c in "${CASES[@]}"; do
+  printf '%-40s %9.2f %9.1f   %s\n' "${LABEL[$c]}" "${MED[$c]}" "$(awk -v k="${PEAK[$c]}" 'BEGIN {print k / 1024}')" "${TIMES[$c]}"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0) ? a / b : 0 }'; }
+verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+  ok = (op == "<=") ? v <= t : (op == ">=") ? v >= t : (op == "<") ? v < t : 0
+  print ok ? "PASS" : "MISS" }'; }
+PROV=(prov_file_noverify prov_file_verify prov_loop_noverify prov_loop_verify)
+rss_max=0
+for c in "${PROV[@]}"; do if ((PEAK[$c] > rss_max)); then rss_max=${PEAK[$c]}; fi; done
+rss_mb=$(awk -v k="$rss_max" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')
+
+# name|value|op|target
+TARGETS=(
+  "file --no-verify / floor|$(ratio "${MED[prov_file_noverify]}" "${MED[floor]}")|<=|1.10"
+  "xz|dd file / provision file --no-verify|$(ratio "${MED[dd_file]}" "${MED[prov_file_noverify]}")|>=|2.0"
+  "provision loop --no-verify / xz|dd loop|$(ratio "${MED[prov_loop_noverify]}" "${MED[dd_loop]}")|<=|1.0"
+  "verify overhead, file (verify / no-verify)|$(ratio "${MED[prov_file_verify]}" "${MED[prov_file_noverify]}")|<=|1.35"
+  "verify overhead, loop (verify / no-verify)|$(ratio "${MED[prov_loop_verify]}" "${MED[prov_loop_noverify]}")|<=|1.35"
+  "peak RSS of provision, MB (max of 4 cases)|$rss_mb|<|150"
+)
+echo
+printf '%-46s %9s   %-8s %s\n' "ratio" "value" "target" ""
+all_pass=true
+for t in "${TARGETS[@]}"; do
+  # Split from the right: names may contain '|'.
+  target=${t##*|}; rest=${t%|*}; op=${rest##*|}; rest=${rest%|*}; value=${rest##*|}; name=${rest%|*}
+  v=$(verdict "$value" "$op" "$target")
+  [[ $v == PASS ]] || all_pass=false
+  printf '%-46s %9s   %-8s %s\n' "$name" "$value" "$op $target" "$v"
+done
+printf '%-46s %9s   %-8s %s\n' "provision outputs identical to the image" "$SHA_OK" "== true" "$($SHA_OK && echo PASS || echo MISS)"
+$SHA_OK || all_pass=false
+
+# JSON results.
+{
+  echo "{"
+  echo "  \"date\": \"$(date -u +%FT%TZ)\","
+  echo "  \"git\": \"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)\","
+  echo "  \"runs\": $RUNS,"
+  echo "  \"image\": {\"path\": \"$IMG\", \"bytes\": $IMG_SIZE, \"xzBytes\": $XZ_SIZE, \"zeroFraction\": $ZERO_FRACTION, \"sha256\": \"$IMG_SHA\"},"
+  echo "  \"cases\": {"
+  n=0
+  for c in "${CASES[@]}"; do
+    n=$((n + 1))
+    sep=","; ((n == ${#CASES[@]})) && sep=""
+    times_json=$(tr ' ' '\n' <<<"${TIMES[$c]}" | grep -v '^$' | paste -sd, -)
+    rss_json=$(tr ' ' '\n' <<<"${RSS[$c]}" | grep -v '^$' | paste -sd, -)
+    echo "    \"$c\": {\"label\": \"${LABEL[$c]}\", \"medianSeconds\": ${MED[$c]}, \"peakRssKiB\": ${PEAK[$c]}, \"seconds\": [$times_json], \"rssKiB\": [$rss_json]}$sep"
+  done
+  echo "  },"
+  echo "  \"targets\": ["
+  n=0
+  for t in "${TARGETS[@]}"; do
+    n=$((n + 1))
+    target=${t##*|}; rest=${t%|*}; op=${rest##*|}; rest=${rest%|*}; value=${rest##*|}; name=${rest%|*}
+    echo "    {\"name\": \"$name\", \"value\": $value, \"op\": \"$op\", \"target\": $target, \"result\": \"$(verdict "$value" "$op" "$target")\"},"
+  done
+  echo "    {\"name\": \"provision outputs identical to the image\", \"value\": $SHA_OK, \"op\": \"==\", \"target\": true, \"result\": \"$($SHA_OK && echo PASS || echo MISS)\"}"
+  echo "  ],"
+  echo "  \"allPass\": $all_pass"
+  echo "}"
+} >"$BENCH/results.json.tmp"
+node -e 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))' "$BENCH/results.json.tmp"
+mv -f "$BENCH/results.json.tmp" "$BENCH/results.json"
+echo
+echo "results: $BENCH/results.json"
+$SHA_OK || die "a provision output differs from the image"
