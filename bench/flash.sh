@@ -5,7 +5,7 @@
 #   BENCH_RUNS=5 bash bench/flash.sh
 #
 # 1. Builds once (cached under .cache/bench/, keyed by the hash of the fixture builder and of
-#    the image parameters below) a 2304 MiB FCOS-layout image with ~750 MiB of real files,
+#    the image parameters below) a 2304 MiB FCOS-layout image with 700 MiB of real files (~37% of the image non-zero),
 #    and compresses it with `xz -T0 -6` (multi-block, so it can be decompressed in parallel).
 # 2. Times every case BENCH_RUNS times (default 3), in rounds that alternate the order of the
 #    cases, and reports the median wall time and the peak RSS (GNU time %e / %M).
@@ -22,7 +22,7 @@ export LC_ALL=C
 export PATH=$PATH:/usr/sbin:/sbin
 
 TOTAL_MIB=2304
-ROOT_FILL_MIB=${BENCH_ROOT_FILL_MIB:-750}
+ROOT_FILL_MIB=${BENCH_ROOT_FILL_MIB:-700}
 RUNS=${BENCH_RUNS:-3}
 XZ_OPTS=(-T0 -6 -k)
 
@@ -139,20 +139,39 @@ declare -A LABEL=(
 )
 declare -A TIMES=() RSS=()
 
-# Run "$@" under GNU time; append wall seconds to TIMES[$case] and peak RSS KiB to RSS[$case].
+# Run "$@" under GNU time; append wall seconds, peak RSS KiB (%M: the largest of the process and
+# its children, so for provision it includes the xz it runs), and CPU seconds (user + system, of
+# the process and its children). For provision, also poll the node process's own high-water
+# mark (VmHWM in /proc/PID/status), to tell node's memory apart from xz's.
+declare -A CPU=() NODE_RSS=()
 timed() {
   local case=$1
   shift
-  local tf=$WORK/time.out
-  if ! /usr/bin/time -f '%e %M' -o "$tf" "$@" >"$WORK/stdout" 2>"$WORK/stderr"; then
+  local tf=$WORK/time.out hwm=0 child="" k v _
+  /usr/bin/time -f '%e %M %U %S' -o "$tf" "$@" >"$WORK/stdout" 2>"$WORK/stderr" &
+  local tpid=$!
+  if [[ $case == prov_* ]]; then
+    while kill -0 "$tpid" 2>/dev/null; do
+      [[ -n $child ]] || child=$(pgrep -P "$tpid" -x node | head -n1 || true)
+      if [[ -n $child ]]; then
+        while read -r k v _; do
+          if [[ $k == VmHWM: ]] && ((v > hwm)); then hwm=$v; fi
+        done <"/proc/$child/status" 2>/dev/null || true
+      fi
+      sleep 0.1
+    done
+  fi
+  if ! wait "$tpid"; then
     echo "bench: case $case failed: $*" >&2
-    cat "$WORK/stderr" "$WORK/stdout" >&2
+    cat "$WORK/stderr" "$WORK/stdout" "$tf" >&2
     return 1
   fi
-  local e m
-  read -r e m < <(tail -n1 "$tf")
+  local e m u s
+  read -r e m u s < <(tail -n1 "$tf")
   TIMES[$case]+="$e "
   RSS[$case]+="$m "
+  CPU[$case]+="$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }') "
+  NODE_RSS[$case]+="$hwm "
 }
 
 # Fail loudly unless provision's JSON summary reports every target OK.
@@ -215,7 +234,11 @@ check_output() {
   fi
 }
 
-echo "timing ${#CASES[@]} cases x $RUNS runs (2 cores; order alternates per round)"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "timing ${#CASES[@]} cases x $RUNS runs on $(nproc) cores, order alternating per round; load average $LOAD_START"
+if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "bench: WARNING: the machine is busy (load average $LOAD_START): other processes compete for the CPU and the timings will be noisy" >&2
+fi
 for ((round = 1; round <= RUNS; round++)); do
   order=("${CASES[@]}")
   if ((round % 2 == 0)); then
@@ -233,26 +256,38 @@ done
 # --- 3. report ---------------------------------------------------------------------------------
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 maxof() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | tail -n1; }
-declare -A MED=() PEAK=()
+declare -A MED=() PEAK=() MEDCPU=() NODEPEAK=()
 for c in "${CASES[@]}"; do
   MED[$c]=$(median "${TIMES[$c]}")
   PEAK[$c]=$(maxof "${RSS[$c]}")
+  MEDCPU[$c]=$(median "${CPU[$c]}")
+  NODEPEAK[$c]=$(maxof "${NODE_RSS[$c]}")
 done
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 echo
-printf '%-40s %9s %9s   %s\n' "case" "median s" "RSS MiB" "runs (s)"
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-38s %9s %8s %8s %9s   %s\n' "case" "median s" "CPU s" "RSS MiB" "node MiB" "runs (s)"
 for c in "${CASES[@]}"; do
-  printf '%-40s %9.2f %9.1f   %s\n' "${LABEL[$c]}" "${MED[$c]}" "$(awk -v k="${PEAK[$c]}" 'BEGIN {print k / 1024}')" "${TIMES[$c]}"
+  node_mib="-"
+  if [[ $c == prov_* ]]; then node_mib=$(mib "${NODEPEAK[$c]}"); fi
+  printf '%-38s %9.2f %8.2f %8s %9s   %s\n' "${LABEL[$c]}" "${MED[$c]}" "${MEDCPU[$c]}" "$(mib "${PEAK[$c]}")" "$node_mib" "${TIMES[$c]}"
 done
+echo "(CPU s: user+system of the process and its children; RSS MiB: GNU time %M, the peak of the"
+echo " largest single process, for provision usually its xz -T0 child; node MiB: node's own VmHWM)"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0) ? a / b : 0 }'; }
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
   ok = (op == "<=") ? v <= t : (op == ">=") ? v >= t : (op == "<") ? v < t : 0
   print ok ? "PASS" : "MISS" }'; }
 PROV=(prov_file_noverify prov_file_verify prov_loop_noverify prov_loop_verify)
-rss_max=0
-for c in "${PROV[@]}"; do if ((PEAK[$c] > rss_max)); then rss_max=${PEAK[$c]}; fi; done
+rss_max=0 node_max=0
+for c in "${PROV[@]}"; do
+  if ((PEAK[$c] > rss_max)); then rss_max=${PEAK[$c]}; fi
+  if ((NODEPEAK[$c] > node_max)); then node_max=${NODEPEAK[$c]}; fi
+done
 rss_mb=$(awk -v k="$rss_max" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')
+node_mb=$(awk -v k="$node_max" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')
 
 # name|value|op|target
 TARGETS=(
@@ -261,7 +296,8 @@ TARGETS=(
   "provision loop --no-verify / xz|dd loop|$(ratio "${MED[prov_loop_noverify]}" "${MED[dd_loop]}")|<=|1.0"
   "verify overhead, file (verify / no-verify)|$(ratio "${MED[prov_file_verify]}" "${MED[prov_file_noverify]}")|<=|1.35"
   "verify overhead, loop (verify / no-verify)|$(ratio "${MED[prov_loop_verify]}" "${MED[prov_loop_noverify]}")|<=|1.35"
-  "peak RSS of provision, MB (max of 4 cases)|$rss_mb|<|150"
+  "peak RSS of provision, MB (GNU time %M)|$rss_mb|<|150"
+  "  (node process alone, VmHWM, MB)|$node_mb|<|150"
 )
 echo
 printf '%-46s %9s   %-8s %s\n' "ratio" "value" "target" ""
@@ -282,6 +318,8 @@ $SHA_OK || all_pass=false
   echo "  \"date\": \"$(date -u +%FT%TZ)\","
   echo "  \"git\": \"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo -dirty)\","
   echo "  \"runs\": $RUNS,"
+  echo "  \"loadAverageAtStart\": \"$LOAD_START\","
+  echo "  \"loadAverageAtEnd\": \"$(cut -d' ' -f1-3 /proc/loadavg)\","
   echo "  \"image\": {\"path\": \"$IMG\", \"bytes\": $IMG_SIZE, \"xzBytes\": $XZ_SIZE, \"zeroFraction\": $ZERO_FRACTION, \"sha256\": \"$IMG_SHA\"},"
   echo "  \"cases\": {"
   n=0
@@ -290,7 +328,9 @@ $SHA_OK || all_pass=false
     sep=","; ((n == ${#CASES[@]})) && sep=""
     times_json=$(tr ' ' '\n' <<<"${TIMES[$c]}" | grep -v '^$' | paste -sd, -)
     rss_json=$(tr ' ' '\n' <<<"${RSS[$c]}" | grep -v '^$' | paste -sd, -)
-    echo "    \"$c\": {\"label\": \"${LABEL[$c]}\", \"medianSeconds\": ${MED[$c]}, \"peakRssKiB\": ${PEAK[$c]}, \"seconds\": [$times_json], \"rssKiB\": [$rss_json]}$sep"
+    cpu_json=$(tr ' ' '\n' <<<"${CPU[$c]}" | grep -v '^$' | paste -sd, -)
+    node_json=$(tr ' ' '\n' <<<"${NODE_RSS[$c]}" | grep -v '^$' | paste -sd, -)
+    echo "    \"$c\": {\"label\": \"${LABEL[$c]}\", \"medianSeconds\": ${MED[$c]}, \"medianCpuSeconds\": ${MEDCPU[$c]}, \"peakRssKiB\": ${PEAK[$c]}, \"nodePeakRssKiB\": ${NODEPEAK[$c]}, \"seconds\": [$times_json], \"cpuSeconds\": [$cpu_json], \"rssKiB\": [$rss_json], \"nodeRssKiB\": [$node_json]}$sep"
   done
   echo "  },"
   echo "  \"targets\": ["

@@ -12,6 +12,7 @@ import {
   describeTarget,
   inspectTarget,
   type Target,
+  unmountPartitions,
 } from "../disk/index.js";
 import { describeError, EXIT, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { requirePrograms } from "../exec/index.js";
@@ -29,7 +30,7 @@ import {
   openDecompressed,
   programsFor,
 } from "./decompress.js";
-import { VerifyMismatchError, verifyTarget } from "./verify.js";
+import { verifyTarget } from "./verify.js";
 import { type Destination, writeToAll } from "./write.js";
 
 export interface FlashOptions {
@@ -200,7 +201,11 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
   const dests: Destination[] = [];
   for (const t of targets) {
     try {
-      await checkTargetSafe(t, { unmount: opts.unmount, imageSize, wholeDiskOnly: true });
+      if (opts.unmount && t.kind === "block") {
+        const gone = await unmountPartitions(t);
+        if (gone.length > 0) reporter.info(`unmounted ${gone.join(", ")} (on ${t.path})`);
+      }
+      await checkTargetSafe(t, { imageSize, wholeDiskOnly: true });
       dests.push(
         t.kind === "block"
           ? { path: t.path, kind: "block", capacity: t.size, sparse: Boolean(opts.sparse) }

@@ -479,6 +479,27 @@ describe("block devices (loop devices this test attaches)", () => {
     }
   });
 
+  it("--unmount unmounts the mounted partition first, then writes", async () => {
+    const file = join(work, "unmount-backing.img");
+    await copyFile(fixture("fcos.img"), file);
+    const dev = await attachLoop(file);
+    const mnt = await mkdtemp(join(work, "mnt-"));
+    try {
+      await execa("partx", ["-a", dev]);
+      await execa("mount", ["-o", "ro", `${dev}p3`, mnt]);
+      const r = await runCli(["flash", dev, "--image-url", fixture("fcos.img.xz"), "--yes", "--unmount", "-i", ign], {
+        cacheHome: await newCache(),
+      });
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain(`unmounted ${mnt} (on ${dev})`);
+      expect(await readFile("/proc/self/mountinfo", "utf8")).not.toContain(` ${mnt} `);
+      expect(await debugfs(dev, bootOffset(), "cat /ignition/config.ign")).toBe(ignText.trimEnd());
+    } finally {
+      await execa("umount", [mnt], { reject: false });
+      await detachLoop(dev);
+    }
+  });
+
   it("refuses a partition when a whole disk is expected", async () => {
     const file = join(work, "part-backing.img");
     await copyFile(fixture("fcos.img"), file);
