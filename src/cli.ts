@@ -8,6 +8,13 @@ import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
 import { EXIT, ProvisionError } from "./errors.js";
 import { exitCodeOf, type FlashReport, flash } from "./flash/index.js";
+import {
+  fixMbr,
+  formatTables,
+  repairUnitButane,
+  repairUnitFragment,
+  showMbr,
+} from "./mbr/index.js";
 import { createReporter, formatBytes, type Reporter } from "./progress/index.js";
 import type { Arch, OsName } from "./source/index.js";
 
@@ -232,6 +239,78 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
       const removed = await pruneCache({ all: o.all, olderThanDays: Number(o.olderThan) });
       process.stdout.write(
         `removed ${removed.length} entr${removed.length === 1 ? "y" : "ies"} (${formatBytes(removed.reduce((a, e) => a + e.size, 0))})\n`,
+      );
+    });
+
+  const mbr = program
+    .command("mbr")
+    .description("show, write and keep the hybrid MBR a Raspberry Pi 2/3 boots from");
+  mbr
+    .command("show")
+    .description("print the GPT and the MBR of a disk or image and check the MBR for a Pi 2/3")
+    .argument("<target>", "disk (/dev/sdX, /dev/mmcblkN, /dev/loopN) or image file")
+    .option("--partition <name>", "GPT partition for slot 1 (default: EFI-SYSTEM)")
+    .option("--json", "machine-readable output")
+    .addHelpText(
+      "after",
+      `
+Exit codes: 0 the hybrid MBR is correct for a Raspberry Pi 2/3, 1 it is not (the problems
+are listed), 2 no GPT or a damaged one, or bad input.`,
+    )
+    .action(async (target: string, o: { partition?: string; json?: boolean }) => {
+      const r = await showMbr(target, { partition: o.partition });
+      if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      else
+        for (const l of formatTables(r, { partition: o.partition })) process.stdout.write(`${l}\n`);
+      process.exitCode = r.problems.length === 0 ? EXIT.OK : EXIT.FAILED;
+    });
+  mbr
+    .command("fix")
+    .description(
+      "write the hybrid MBR (slot 1 = the ESP as 0x0C, bootable; slot 2 = 0xEE from LBA 1); the GPT is not touched",
+    )
+    .argument("<target>", "whole disk (/dev/sdX, /dev/mmcblkN, /dev/loopN) or image file")
+    .option("--partition <name>", "GPT partition for slot 1 (default: EFI-SYSTEM)")
+    .option("-y, --yes", "do not ask for confirmation before writing a disk")
+    .addHelpText(
+      "after",
+      `
+Same safety checks as flash: never the running system's disk, whole disks only, nothing
+mounted or in use; a block device needs confirmation (--yes without a terminal). Writes
+only bytes 446-511 of sector 0, and nothing when they are already right.
+
+Exit codes: 0 written (or already correct), 1 failed, 2 no GPT / no such partition,
+3 refused (system disk, mounted, not confirmed), 4 a required program is missing.`,
+    )
+    .action(async (target: string, o: { partition?: string; yes?: boolean }) => {
+      const r = await fixMbr(target, {
+        partition: o.partition,
+        yes: Boolean(o.yes),
+        isTTY: Boolean(process.stdin.isTTY && process.stderr.isTTY),
+      });
+      for (const l of formatTables(r, { partition: o.partition })) process.stdout.write(`${l}\n`);
+      process.stderr.write(
+        r.written
+          ? `✔ ${r.path}: hybrid MBR written and read back\n`
+          : `✔ ${r.path}: hybrid MBR already correct; nothing written\n`,
+      );
+      process.exitCode = r.problems.length === 0 ? EXIT.OK : EXIT.FAILED;
+    });
+  mbr
+    .command("repair-unit")
+    .description(
+      "print the Ignition fragment (spec 3.3.0) with the unit that restores the hybrid MBR on every boot",
+    )
+    .option("--butane", "print it as a Butane config (variant fcos 1.4.0) instead")
+    .addHelpText(
+      "after",
+      `
+flash --board rpi2|rpi3 merges this fragment into the Ignition config by itself; this is
+for configs managed elsewhere (add it to ignition.config.merge, or merge the Butane).`,
+    )
+    .action((o: { butane?: boolean }) => {
+      process.stdout.write(
+        o.butane ? repairUnitButane() : `${JSON.stringify(repairUnitFragment(), null, 2)}\n`,
       );
     });
   return program;

@@ -131,7 +131,7 @@ export function createReporter(opts: ReporterOptions): Reporter {
       if (spinner && now - lastRender < 100) return;
       lastRender = now;
       const text = meter(phase).line(done, total, label);
-      if (!spinner) spinner = ora({ text, stream: out }).start();
+      if (!spinner) spinner = ora({ text, stream: out, discardStdin: false }).start();
       else spinner.text = text;
     },
     phaseDone(phase, message) {
