@@ -10,7 +10,7 @@ SUDO=""
 # Programs provision runs (xz, sgdisk, debugfs, mtools, gpgv, ...) and the test tools
 # (ignition-validate checks every Ignition config the tests write).
 PACKAGES=(xz-utils zstd bzip2 gzip gdisk fdisk mtools dosfstools e2fsprogs gnupg gpgv
-  ignition btrfs-progs util-linux mount coreutils time)
+  ignition btrfs-progs util-linux mount coreutils time shellcheck systemd strace)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

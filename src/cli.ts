@@ -4,6 +4,7 @@
  */
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
+import type { Board } from "./board/index.js";
 import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
 import { EXIT, ProvisionError } from "./errors.js";
@@ -132,6 +133,21 @@ function buildProgram(): Command {
       "remove a kernel argument, KEY or KEY=VALUE (repeatable)",
       collect,
     )
+    .addOption(
+      new Option(
+        "--board <board>",
+        "target board: Pi boards get firmware, config.txt and (rpi2/3) a hybrid MBR",
+      )
+        .choices(["generic", "rpi2", "rpi3", "rpi4"])
+        .default("generic"),
+    )
+    .option(
+      "--firmware <dir|tarball>",
+      "Raspberry Pi boot files (bootcode.bin, start*.elf, fixup*.dat, DTBs, overlays/, U-Boot)",
+    )
+    .option("--uboot <file>", "U-Boot binary for the Pi (when not in --firmware)")
+    .option("--config-txt <file>", "lines to append to the generated config.txt")
+    .option("--esp-fat32", "rpi4: reformat the ESP as FAT32 (some Pi 4 EEPROMs do not boot FAT16)")
     .option(
       "--sparse",
       "block devices: skip all-zero blocks (faster; stale data stays between filesystems)",
@@ -156,6 +172,7 @@ Examples:
   provision flash --os flatcar --channel beta /dev/sdb -i node.ign
   provision flash disk.img --image-url ./fcos.raw.xz --sha256 <hex> -i config.ign
   provision flash /dev/sdb /dev/sdc -i config.ign --yes     two cards from one download
+  provision flash /dev/mmcblk0 --board rpi3 --firmware ./rpi-firmware -i pi.ign
   provision flash /dev/sdb --dry-run                        show the plan, write nothing
 
 Exit codes: 0 ok, 1 failed (download/write/verify), 2 bad input (flags, Ignition,
@@ -203,6 +220,11 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
         isTTY,
         dryRun: Boolean(o.dryRun),
         preserveOnError: Boolean(o.preserveOnError),
+        board: o.board as Board,
+        firmware: o.firmware as string | undefined,
+        uboot: o.uboot as string | undefined,
+        configTxtFile: o.configTxt as string | undefined,
+        espFat32: Boolean(o.espFat32),
         reporter,
         signal,
       });

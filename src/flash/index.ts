@@ -4,7 +4,15 @@
  * and then failed is made unbootable (its partition tables wiped) unless preserveOnError,
  * and the result says so.
  */
-import { open, rm, stat } from "node:fs/promises";
+import { open, readFile, rm, stat } from "node:fs/promises";
+import {
+  type Board,
+  boardInfo,
+  configTxt,
+  isPiBoard,
+  loadFirmware,
+  type StagedFirmware,
+} from "../board/index.js";
 import { fetchArtifact, findDistroKeyrings, type LocalArtifact } from "../cache/index.js";
 import {
   checkTargetSafe,
@@ -17,13 +25,15 @@ import {
 import { describeError, EXIT, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { requirePrograms } from "../exec/index.js";
 import {
-  editKernelArgs,
-  embedIgnition,
   type IgnitionConfig,
   loadIgnitionConfig,
+  mergeFragments,
+  parseIgnitionText,
 } from "../ignition/index.js";
+import { repairUnitFragment } from "../mbr/index.js";
 import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
 import { type ImageRequest, type ResolvedImage, resolveImage } from "../source/index.js";
+import { type Customization, customizeTarget, hasCustomization } from "./customize.js";
 import {
   decompressedSize,
   detectFileCompression,
@@ -54,6 +64,14 @@ export interface FlashOptions {
   dryRun?: boolean;
   /** Keep a failed target as it is instead of wiping its partition tables. */
   preserveOnError?: boolean;
+  /** Raspberry Pi support: firmware on the ESP, config.txt, hybrid MBR (rpi2/rpi3). */
+  board?: Board;
+  firmware?: string;
+  uboot?: string;
+  /** Lines appended to the generated config.txt. */
+  configTxtFile?: string;
+  /** rpi4: reformat the ESP as FAT32, keeping files, label and volume id. */
+  espFat32?: boolean;
   reporter?: Reporter;
   signal?: AbortSignal;
 }
@@ -68,6 +86,9 @@ export interface TargetReport {
   verified: boolean;
   ignition?: string;
   kernelArgs?: string[];
+  hybridMbr?: string;
+  /** Boot files put on the ESP (and those the image already had). */
+  bootFiles?: { written: string[]; skipped: string[] };
   /** What happened to a target that failed after writing started. */
   incomplete?: "wiped" | "removed" | "left-as-is";
 }
@@ -103,6 +124,42 @@ function guessPrograms(url: string): string[] {
 }
 
 export async function flash(opts: FlashOptions): Promise<FlashReport> {
+  const board: Board = opts.board ?? "generic";
+  const info = boardInfo(board);
+  if (info.arch && opts.image.arch && opts.image.arch !== info.arch) {
+    throw new UsageError(`--board ${board} needs --arch ${info.arch}, not ${opts.image.arch}`);
+  }
+  if (!isPiBoard(board) && (opts.firmware || opts.uboot || opts.configTxtFile)) {
+    throw new UsageError(
+      "--firmware, --uboot and --config-txt need a Raspberry Pi --board (rpi2, rpi3, rpi4)",
+    );
+  }
+  if (opts.espFat32 && board !== "rpi4") throw new UsageError("--esp-fat32 is for --board rpi4");
+  if (info.note) opts.reporter?.warn(info.note);
+  let firmware: StagedFirmware | undefined;
+  if (isPiBoard(board)) {
+    if (!opts.firmware && !opts.uboot) {
+      throw new UsageError(
+        `--board ${board} needs the Raspberry Pi boot files`,
+        "pass --firmware DIR|TARBALL (bootcode.bin, start*.elf, fixup*.dat, DTBs, U-Boot); see fixtures/build-rpi-firmware.sh for where to get them",
+      );
+    }
+    firmware = await loadFirmware({ firmware: opts.firmware, uboot: opts.uboot }, board);
+  }
+  try {
+    return await flashImpl(
+      { ...opts, board, image: { ...opts.image, arch: opts.image.arch ?? info.arch } },
+      firmware,
+    );
+  } finally {
+    await firmware?.dispose();
+  }
+}
+
+async function flashImpl(
+  opts: FlashOptions & { board: Board },
+  firmware?: StagedFirmware,
+): Promise<FlashReport> {
   const started = Date.now();
   const reporter = opts.reporter ?? silentReporter;
   const signal = opts.signal;
@@ -114,9 +171,6 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
   if (dup) throw new UsageError(`target ${dup} is given twice`);
 
   // 1. Everything that can be checked without touching a target or the network.
-  const wantsCustomize = Boolean(
-    opts.ignitionFile || opts.ignitionUrl || opts.appendKargs?.length || opts.deleteKargs?.length,
-  );
   let ignition: IgnitionConfig | undefined;
   if (opts.ignitionFile || opts.ignitionUrl) {
     ignition = await loadIgnitionConfig(
@@ -125,6 +179,31 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
     );
     reporter.info(`Ignition config ${ignition.origin} is valid (spec ${ignition.version})`);
   }
+  if (boardInfo(opts.board).needsHybridMbr) {
+    // Ignition rewrites the GPT on first boot and drops the hybrid MBR: ship the unit that
+    // restores it. The user's config is kept byte for byte and wins on conflicts.
+    ignition = ignition
+      ? mergeFragments(ignition, [repairUnitFragment()])
+      : await parseIgnitionText(JSON.stringify(repairUnitFragment()), "the hybrid-MBR repair unit");
+  }
+  const custom: Customization = {
+    os,
+    ignition,
+    appendKargs: opts.appendKargs ?? [],
+    deleteKargs: opts.deleteKargs ?? [],
+    board: opts.board,
+    firmware,
+    configTxt: firmware
+      ? configTxt(opts.board, {
+          kernel: firmware.loader.path,
+          loader: firmware.loader.kind,
+          upstreamDtbs: firmware.upstreamDtbs,
+          userAdditions: opts.configTxtFile ? await readConfigTxt(opts.configTxtFile) : undefined,
+        })
+      : undefined,
+    espFat32: Boolean(opts.espFat32),
+  };
+  const wantsCustomize = hasCustomization(custom);
   const targets: Target[] = [];
   for (const p of opts.targets) targets.push(await inspectTarget(p));
   for (const t of targets) {
@@ -150,7 +229,7 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
     seconds: 0,
   };
   if (opts.dryRun) {
-    report.plan = planLines(resolved, targets, opts, ignition);
+    report.plan = planLines(resolved, targets, opts, custom);
     report.seconds = (Date.now() - started) / 1000;
     return report;
   }
@@ -287,21 +366,11 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
 
   // 8. Customize each good target.
   for (const d of okDests()) {
-    const rep = reports.get(d.path) as TargetReport;
     try {
-      if (ignition) {
-        const where = await embedIgnition(d.path, ignition, { os });
-        rep.ignition = `${where.partition}:${where.path}`;
-        reporter.info(`${d.path}: Ignition config written to ${rep.ignition}`);
-      }
-      if (opts.appendKargs?.length || opts.deleteKargs?.length) {
-        const lines = await editKernelArgs(d.path, {
-          append: opts.appendKargs ?? [],
-          delete: opts.deleteKargs ?? [],
-        });
-        rep.kernelArgs = lines;
-        reporter.info(`${d.path}: kernel arguments now: ${lines[0] ?? ""}`);
-      }
+      Object.assign(
+        reports.get(d.path) as TargetReport,
+        await customizeTarget(d.path, custom, reporter),
+      );
     } catch (err) {
       failTarget(d.path, err);
     }
@@ -326,6 +395,14 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
     reporter.warn(`${d.path} is incomplete and must not be booted: ${how}`);
   }
   return finish(report, started);
+}
+
+async function readConfigTxt(path: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read --config-txt ${path}: ${describeError(err)}`);
+  }
 }
 
 function finish(report: FlashReport, started: number): FlashReport {
@@ -365,8 +442,9 @@ function planLines(
   img: ResolvedImage,
   targets: Target[],
   opts: FlashOptions,
-  ignition?: IgnitionConfig,
+  custom: Customization,
 ): string[] {
+  const ignition = custom.ignition;
   const lines = [
     `image: ${img.description}`,
     `  from ${img.url}`,
@@ -390,6 +468,18 @@ function planLines(
     }
     if (opts.appendKargs?.length) lines.push(`  kernel args: append ${opts.appendKargs.join(" ")}`);
     if (opts.deleteKargs?.length) lines.push(`  kernel args: delete ${opts.deleteKargs.join(" ")}`);
+    if (custom.espFat32)
+      lines.push("  ESP: reformatted as FAT32 keeping its files, label and volume id");
+    if (custom.firmware) {
+      const names = custom.firmware.files.map((f) => f.path);
+      lines.push(
+        `  boot files onto the ESP (files the image has are kept): ${names.join(", ")}, config.txt`,
+      );
+    }
+    if (boardInfo(custom.board).needsHybridMbr) {
+      lines.push("  hybrid MBR: slot 1 = the ESP (type 0x0C, bootable), slot 2 = 0xEE from LBA 1");
+      lines.push(`  Ignition: + the first-boot unit that restores the hybrid MBR`);
+    }
   }
   lines.push("dry run: nothing was downloaded or written");
   return lines;

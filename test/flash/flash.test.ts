@@ -487,9 +487,12 @@ describe("block devices (loop devices this test attaches)", () => {
     try {
       await execa("partx", ["-a", dev]);
       await execa("mount", ["-o", "ro", `${dev}p3`, mnt]);
-      const r = await runCli(["flash", dev, "--image-url", fixture("fcos.img.xz"), "--yes", "--unmount", "-i", ign], {
-        cacheHome: await newCache(),
-      });
+      const r = await runCli(
+        ["flash", dev, "--image-url", fixture("fcos.img.xz"), "--yes", "--unmount", "-i", ign],
+        {
+          cacheHome: await newCache(),
+        },
+      );
       expect(r.code).toBe(0);
       expect(r.stderr).toContain(`unmounted ${mnt} (on ${dev})`);
       expect(await readFile("/proc/self/mountinfo", "utf8")).not.toContain(` ${mnt} `);
