@@ -107,6 +107,8 @@ export interface FlashReport {
   targets: TargetReport[];
   plan?: string[];
   seconds: number;
+  /** Peak resident memory of this process (not its decompressor), bytes. */
+  peakRssBytes?: number;
 }
 
 /** Exit code for a finished run: 0 when every target is OK, else the first failure's. */
@@ -407,6 +409,7 @@ async function readConfigTxt(path: string): Promise<string> {
 
 function finish(report: FlashReport, started: number): FlashReport {
   report.seconds = (Date.now() - started) / 1000;
+  report.peakRssBytes = process.resourceUsage().maxRSS * 1024;
   return report;
 }
 
