@@ -5,7 +5,7 @@
  */
 import { stat } from "node:fs/promises";
 import { ProvisionError, UsageError } from "../errors.js";
-import { run } from "../exec/index.js";
+import { lastLine, run } from "../exec/index.js";
 import { findPartition, type GptPartition, readGpt } from "../gpt/index.js";
 
 /** GPT type GUID of an EFI system partition (sgdisk EF00). */
@@ -201,14 +201,6 @@ export async function freeBytes(image: string, what: string): Promise<number | u
   const r = await mtools("mdir", ["-i", image, "::/"], what, { allowFailure: true });
   const m = /([\d ]+) bytes free/.exec(r.stdout);
   return m?.[1] === undefined ? undefined : Number(m[1].replace(/ /g, ""));
-}
-
-function lastLine(s: string): string {
-  const lines = s
-    .trim()
-    .split("\n")
-    .filter((l) => l.trim() !== "");
-  return (lines[lines.length - 1] ?? "").trim();
 }
 
 /** Bytes as MiB with one decimal, for messages. */

@@ -27,7 +27,7 @@ import { mkdir, mkdtemp, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { ProvisionError, UsageError } from "../errors.js";
-import { requirePrograms, run } from "../exec/index.js";
+import { lastLine, requirePrograms, run } from "../exec/index.js";
 import { describeEsp, fatInfo, listEsp, locateEsp, mib, mtools } from "./esp.js";
 
 /** Fewest clusters a FAT32 filesystem may have (Microsoft FAT specification). */
@@ -311,12 +311,4 @@ function sameMap(a: Map<string, string>, b: Map<string, string>): boolean {
   if (a.size !== b.size) return false;
   for (const [k, v] of a) if (b.get(k) !== v) return false;
   return true;
-}
-
-function lastLine(s: string): string {
-  const lines = s
-    .trim()
-    .split("\n")
-    .filter((l) => l.trim() !== "");
-  return (lines[lines.length - 1] ?? "").trim();
 }

@@ -24,7 +24,7 @@ import { mkdir, mkdtemp, open, readdir, realpath, rm, stat } from "node:fs/promi
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { ProvisionError, UsageError } from "../errors.js";
-import { requirePrograms, run } from "../exec/index.js";
+import { lastLine, requirePrograms, run } from "../exec/index.js";
 import { type Board, boardInfo, isPiBoard, type PiBoard } from "./boards.js";
 
 export interface FirmwareSource {
@@ -460,12 +460,4 @@ async function statOrNull(p: string) {
       throw new ProvisionError(`${p}: permission denied`, { hint: "check the file's permissions" });
     throw err;
   }
-}
-
-function lastLine(s: string): string {
-  const lines = s
-    .trim()
-    .split("\n")
-    .filter((l) => l.trim() !== "");
-  return (lines[lines.length - 1] ?? "").trim();
 }

@@ -155,7 +155,7 @@ export function spawnStreaming(
   });
 }
 
-function lastLine(s: string): string {
+export function lastLine(s: string): string {
   const lines = s
     .trim()
     .split("\n")
