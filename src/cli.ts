@@ -17,6 +17,8 @@ import {
   showMbr,
 } from "./mbr/index.js";
 import { createReporter, formatBytes, type Reporter } from "./progress/index.js";
+import { isQemuTestArgv, registerQemuTest } from "./qemu/cli.js";
+import { QEMU_EXIT } from "./qemu/index.js";
 import type { Arch, OsName } from "./source/index.js";
 
 const VERSION = (
@@ -232,6 +234,8 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
       process.exitCode = exitCodeOf(report);
     });
 
+  registerQemuTest(program);
+
   const cache = program
     .command("cache")
     .description("manage the image cache ($XDG_CACHE_HOME/provision)");
@@ -347,11 +351,14 @@ export async function main(argv: string[]): Promise<number> {
     const e = err as { code?: string; exitCode?: number };
     if (typeof e.code === "string" && e.code.startsWith("commander.")) {
       // Help and version exit 0; usage errors were already printed by commander.
-      return e.code === "commander.helpDisplayed" ||
+      if (
+        e.code === "commander.helpDisplayed" ||
         e.code === "commander.version" ||
         e.code === "commander.help"
-        ? EXIT.OK
-        : EXIT.USAGE;
+      )
+        return EXIT.OK;
+      // qemu-test: 2 means "timed out"; bad flags are "could not start".
+      return isQemuTestArgv(argv) ? QEMU_EXIT.NOT_STARTED : EXIT.USAGE;
     }
     if (err instanceof ProvisionError) {
       process.stderr.write(`provision: ${err.message}\n`);

@@ -39,6 +39,8 @@ const PACKAGE_OF: Record<string, string> = {
   "qemu-system-aarch64": "qemu-system-arm",
   "qemu-system-x86_64": "qemu-system-x86",
   "qemu-img": "qemu-utils",
+  "ssh-keygen": "openssh-client",
+  ssh: "openssh-client",
 };
 
 export function packageFor(program: string): string | undefined {

@@ -16,6 +16,11 @@ export interface Reporter {
   progress(phase: Phase, done: number, total?: number, label?: string): void;
   /** The phase finished: print its final line. */
   phaseDone(phase: Phase, message: string): void;
+  /**
+   * A status line that replaces the previous one (qemu-test: elapsed time and the last
+   * console line). Called often; the reporter throttles. Optional for older reporters.
+   */
+  status?(message: string): void;
   /** Stop any spinner (call before printing anything else, and on exit). */
   stop(): void;
 }
@@ -25,6 +30,7 @@ export const silentReporter: Reporter = {
   warn() {},
   progress() {},
   phaseDone() {},
+  status() {},
   stop() {},
 };
 
@@ -90,6 +96,7 @@ export function createReporter(opts: ReporterOptions): Reporter {
   if (opts.mode === "plain") {
     const interval = (opts.intervalSeconds ?? 5) * 1000;
     const last = new Map<Phase, number>();
+    let lastStatus = 0;
     return {
       info: (m) => write(m),
       warn: (m) => write(`warning: ${m}`),
@@ -106,6 +113,14 @@ export function createReporter(opts: ReporterOptions): Reporter {
         meters.delete(phase);
         last.delete(phase);
         write(message);
+      },
+      status(message) {
+        const now = Date.now();
+        if (lastStatus === 0) lastStatus = now;
+        if (now - lastStatus >= interval) {
+          lastStatus = now;
+          write(message);
+        }
       },
       stop() {},
     };
@@ -139,6 +154,16 @@ export function createReporter(opts: ReporterOptions): Reporter {
       if (spinner) spinner.succeed(message);
       else write(`✔ ${message}`);
       spinner = undefined;
+    },
+    status(message) {
+      const now = Date.now();
+      if (spinner && now - lastRender < 100) return;
+      lastRender = now;
+      // One terminal line: a long console line would wrap and break the spinner's redraw.
+      const width = Math.max(20, (out.columns || 80) - 3);
+      const text = message.length > width ? `${message.slice(0, width - 1)}…` : message;
+      if (!spinner) spinner = ora({ text, stream: out, discardStdin: false }).start();
+      else spinner.text = text;
     },
     stop: stopSpinner,
   };

@@ -1,0 +1,280 @@
+/**
+ * `provision qemu-test`: argument definitions and output. The logic is in ./boot.ts.
+ * Every error before the guest runs exits 3 ("could not start"), also commander's usage
+ * errors (see cli.ts main), so a CI job can tell a broken pipeline from a broken image.
+ */
+import { Command, Option } from "commander";
+import { EXIT, ProvisionError } from "../errors.js";
+import { createReporter, type Reporter } from "../progress/index.js";
+import type { Arch, ImageRequest, OsName } from "../source/index.js";
+import type { AccelChoice } from "./accel.js";
+import { type BootResult, bootTest, QEMU_EXIT } from "./boot.js";
+import { shellQuote } from "./command.js";
+import type { BootInput } from "./image.js";
+import { parseDuration } from "./index.js";
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function notStarted(message: string, hint?: string): ProvisionError {
+  return new ProvisionError(message, { hint, exitCode: QEMU_EXIT.NOT_STARTED });
+}
+
+/** A positive integer option, or a "could not start" error naming the flag. */
+export function positiveInt(value: unknown, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0)
+    throw notStarted(`${flag} must be a positive integer, got "${value}"`);
+  return n;
+}
+
+/** --timeout: a bare number is seconds; 90s, 10m, 1h. */
+export function timeoutOption(value: unknown, flag = "--timeout"): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDuration(String(value));
+  if (ms === undefined)
+    throw notStarted(`${flag} must be a duration like 600, 90s or 10m, got "${value}"`);
+  return ms;
+}
+
+function makeReporter(quiet: boolean): Reporter {
+  const tty = Boolean(process.stderr.isTTY) && !process.env.CI;
+  return createReporter({ mode: quiet ? "quiet" : tty ? "tty" : "plain" });
+}
+
+/** Ctrl-C / SIGTERM stop QEMU and clean up once; a second Ctrl-C exits at once. */
+function interruptSignal(reporter: Reporter): AbortSignal {
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) {
+      process.stderr.write("provision: interrupted again; exiting now\n");
+      process.exit(EXIT.INTERRUPTED);
+    }
+    reporter.stop();
+    process.stderr.write(
+      `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping QEMU (press Ctrl-C again to exit at once)\n`,
+    );
+    ac.abort(new Error("interrupted"));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return ac.signal;
+}
+
+const MARK: Record<BootResult["verdict"], string> = {
+  pass: "✔ PASS",
+  fail: "✖ FAIL",
+  timeout: "✖ TIMEOUT",
+  error: "✖ NOT STARTED",
+  interactive: "•",
+  prepared: "•",
+};
+
+/** The one-line verdict (and, for a failed boot, the console lines before it). */
+export function verdictLines(
+  r: BootResult,
+  opts: { tail?: number; prefix?: string } = {},
+): string[] {
+  const p = opts.prefix ?? "";
+  const lines = [`${p}${MARK[r.verdict]} ${r.image}: ${r.reason}`];
+  if (r.verdict === "fail" || r.verdict === "timeout") {
+    const n = opts.tail ?? 10;
+    const tail = n > 0 ? r.consoleTail.slice(-n) : [];
+    if (tail.length > 0) {
+      lines.push(`${p}  last console lines:`);
+      for (const l of tail) lines.push(`${p}  | ${l}`);
+    }
+  }
+  if (r.consoleLog) lines.push(`${p}  console log: ${r.consoleLog}`);
+  if (r.keptDir) lines.push(`${p}  kept: ${r.keptDir} (overlay.qcow2, firmware VARS, config.ign)`);
+  return lines;
+}
+
+export function registerQemuTest(program: Command): Command {
+  return program
+    .command("qemu-test")
+    .description(
+      "boot an image in QEMU with its Ignition config (fw_cfg) and decide from the serial console whether it came up",
+    )
+    .argument(
+      "[image]",
+      "image file (raw, qcow2, .xz/.gz/.zst/.bz2) or block device, attached through an overlay: never modified; none: an image source like flash (--stream, --os flatcar, --image-url)",
+    )
+    .option(
+      "-i, --ignition <file>",
+      "Ignition config (.ign; Butane .bu when butane is installed), validated as flash does",
+    )
+    .addOption(
+      new Option(
+        "--arch <arch>",
+        "guest architecture (default: the image's, else this host's)",
+      ).choices(["aarch64", "x86_64"]),
+    )
+    .addOption(
+      new Option(
+        "--os <os>",
+        "fcos or flatcar: image source and fw_cfg name (default: detected from the partitions)",
+      ).choices(["fcos", "flatcar"]),
+    )
+    .option("--bios", "x86_64: boot with SeaBIOS instead of UEFI (OVMF)")
+    .addOption(
+      new Option("--accel <accel>", "accelerator; auto = KVM only when a probe shows it works")
+        .choices(["auto", "kvm", "tcg"])
+        .default("auto"),
+    )
+    .option("--memory <MiB>", "guest memory", "2048")
+    .option("--cpus <n>", "guest CPUs", "2")
+    .addOption(
+      new Option(
+        "--net <mode>",
+        "user: QEMU user networking with the guest's SSH port forwarded to 127.0.0.1",
+      )
+        .choices(["none", "user"])
+        .default("none"),
+    )
+    .option(
+      "--ssh [command]",
+      "wait until SSH answers (as core, with a generated key merged into the config), run COMMAND (default true): its exit status decides",
+    )
+    .option(
+      "--expect <regex>",
+      "must appear on the console (repeatable; default: a login prompt, login:)",
+      collect,
+    )
+    .option(
+      "--fail <regex>",
+      "fails the boot at once (repeatable; added to the built-in failure patterns)",
+      collect,
+    )
+    .option("--timeout <duration>", "give up after this long: 600 (seconds), 90s, 10m", "10m")
+    .option("--console-log <file>", "write the serial console to this file as it streams")
+    .option("--junit <file>", "write a JUnit XML report (one testcase, console in system-out)")
+    .option("--json", "print a machine-readable result on stdout")
+    .option("--keep", "keep the temp dir (overlay, VARS copy, config) and print where it is")
+    .option("--interactive", "attach the serial console to this terminal instead; no verdict")
+    .option(
+      "--print-command",
+      "prepare everything, print the QEMU command line and exit (files kept)",
+    )
+    .option("--stream <stream>", "no image given: FCOS stream", "stable")
+    .option("--channel <channel>", "no image given: Flatcar channel", "stable")
+    .option("--release <release>", "no image given: Flatcar release: current or X.Y.Z", "current")
+    .option(
+      "--image-url <url|path>",
+      "boot this image (http, https or a local path), cached like flash",
+    )
+    .option("--sha256 <hex>", "expected sha256 of the --image-url file")
+    .option(
+      "--stream-base-url <url>",
+      "FCOS stream metadata host",
+      "https://builds.coreos.fedoraproject.org",
+    )
+    .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
+    .option("--keyring <file>", "GPG keyring to check the image signature (repeatable)", collect)
+    .option("--require-signature", "fail unless the image signature was verified")
+    .option("--offline", "use only the cache; never touch the network")
+    .option("-q, --quiet", "no progress output")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  provision qemu-test disk.img -i config.ign                  boot to a login prompt
+  provision qemu-test card.img -i config.ign --expect 'PROVISION-BOOT-OK' --timeout 5m
+  provision qemu-test /dev/sdb -i config.ign                  the card, read-only
+  provision qemu-test --stream next --arch aarch64 -i config.ign --junit boot.xml
+  provision qemu-test disk.img -i config.ign --ssh 'systemctl is-system-running --wait'
+  provision qemu-test disk.img -i config.ign --interactive    try a config by hand
+  provision flash disk.img -i config.ign --then-test          write, then boot what was written
+
+The guest boots from a qcow2 overlay in a private temp dir, so the image or disk is never
+written. aarch64: -M virt -cpu cortex-a57 with AAVMF; x86_64: q35 with OVMF (--bios:
+SeaBIOS). Failure patterns built in (as coreos-assembler's kola): emergency shell, dracut
+giving up, kernel panic, Oops, Go panic, SIGSEGV, systemd ordering cycle, OOM killer,
+Ignition failing to fetch its config.
+
+Exit codes: 0 pass, 1 boot failed (a failure pattern, QEMU exited early, --ssh command
+failed), 2 timeout, 3 could not start (missing qemu or firmware, bad input, invalid
+Ignition config), 130 interrupted.`,
+    )
+    .action(async (image: string | undefined, o: Record<string, unknown>) => {
+      const reporter = makeReporter(Boolean(o.quiet) || Boolean(o.printCommand));
+      const signal = interruptSignal(reporter);
+      let result: BootResult;
+      try {
+        if (image !== undefined && o.imageUrl !== undefined)
+          throw notStarted("give an image argument or --image-url, not both");
+        const input: BootInput =
+          image !== undefined
+            ? { kind: "path", path: image }
+            : {
+                kind: "source",
+                request: {
+                  os: (o.os as OsName | undefined) ?? "fcos",
+                  arch: o.arch as Arch | undefined,
+                  stream: o.stream as string,
+                  channel: o.channel as string,
+                  release: o.release as string,
+                  imageUrl: o.imageUrl as string | undefined,
+                  sha256: o.sha256 as string | undefined,
+                  streamBaseUrl: o.streamBaseUrl as string,
+                  flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
+                } satisfies ImageRequest,
+                offline: Boolean(o.offline),
+                keyrings: o.keyring as string[] | undefined,
+                requireSignature: Boolean(o.requireSignature),
+              };
+        result = await bootTest({
+          input,
+          arch: o.arch as Arch | undefined,
+          os: o.os as OsName | undefined,
+          bios: Boolean(o.bios),
+          accel: o.accel as AccelChoice,
+          ignitionFile: o.ignition as string | undefined,
+          memoryMiB: positiveInt(o.memory, "--memory"),
+          cpus: positiveInt(o.cpus, "--cpus"),
+          net: o.net as "none" | "user",
+          ssh: o.ssh === undefined ? undefined : o.ssh === true ? "true" : String(o.ssh),
+          expect: o.expect as string[] | undefined,
+          fail: o.fail as string[] | undefined,
+          timeoutMs: timeoutOption(o.timeout),
+          consoleLog: o.consoleLog as string | undefined,
+          junit: o.junit as string | undefined,
+          keep: Boolean(o.keep),
+          interactive: Boolean(o.interactive),
+          printCommand: Boolean(o.printCommand),
+          reporter,
+          signal,
+        });
+      } catch (err) {
+        reporter.stop();
+        if (err instanceof ProvisionError && err.exitCode === EXIT.INTERRUPTED) throw err;
+        if (err instanceof ProvisionError) throw notStarted(err.message, err.hint);
+        throw err;
+      }
+      reporter.stop();
+      if (o.printCommand && result.verdict === "prepared" && result.command) {
+        process.stdout.write(`${shellQuote(result.command)}\n`);
+        if (!o.json) {
+          if (!o.quiet)
+            process.stderr.write(`files kept in ${result.keptDir}; remove it when done\n`);
+          return;
+        }
+      }
+      if (o.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      if (result.verdict === "error") {
+        process.stderr.write(`provision: ${result.reason}\n`);
+        if (result.hint) process.stderr.write(`  hint: ${result.hint}\n`);
+      } else if (result.verdict !== "prepared" && result.verdict !== "interactive") {
+        const lines = verdictLines(result, { tail: o.quiet ? 0 : 10 });
+        process.stderr.write(`${(o.quiet ? lines.slice(0, 1) : lines).join("\n")}\n`);
+      } else if (result.keptDir && !o.quiet) {
+        process.stderr.write(`kept: ${result.keptDir}\n`);
+      }
+      process.exitCode = result.exitCode;
+    });
+}
+
+/** For cli.ts: commander's own usage errors for qemu-test are "could not start" too. */
+export function isQemuTestArgv(argv: readonly string[]): boolean {
+  return argv.slice(2).find((a) => !a.startsWith("-")) === "qemu-test";
+}
