@@ -146,7 +146,7 @@ export function spawnStreaming(
   args: readonly string[],
   opts: Pick<Options, "stdin" | "stdout" | "stderr"> & { signal?: AbortSignal } = {},
 ): ResultPromise {
-  return execa(program, args, {
+  const child = execa(program, args, {
     stdin: opts.stdin ?? "pipe",
     stdout: opts.stdout ?? "pipe",
     stderr: opts.stderr ?? "pipe",
@@ -155,6 +155,10 @@ export function spawnStreaming(
     env: { PATH: SBIN_PATH },
     reject: false,
   });
+  // execa leaves an unbuffered stdout flowing: bytes that arrive before the caller starts
+  // reading would be dropped (seen: the first MiBs of a decompressed image). Hold them.
+  child.stdout?.pause();
+  return child;
 }
 
 export function lastLine(s: string): string {

@@ -70,6 +70,20 @@ describe("decompression", () => {
     },
   );
 
+  it("loses no bytes when the consumer starts reading late (the decompressor is held)", async () => {
+    const d = await openDecompressed(fixture("fcos.img.gz"));
+    await new Promise((r) => setTimeout(r, 500));
+    const h = createHash("sha256");
+    let n = 0;
+    for await (const c of d.stream) {
+      h.update(c as Buffer);
+      n += (c as Buffer).length;
+    }
+    await d.done;
+    expect(n).toBe(manifest().artifacts["fcos.img"].size);
+    expect(h.digest("hex")).toBe(expected());
+  });
+
   it("knows the decompressed size of xz and raw images without decompressing", async () => {
     const size = manifest().artifacts["fcos.img"].size as number;
     expect(await decompressedSize(fixture("fcos.img.xz"), "xz", 0)).toBe(size);
