@@ -10,15 +10,25 @@ SUDO=""
 # Programs provision runs (xz, sgdisk, debugfs, mtools, gpgv, ...) and the test tools
 # (ignition-validate checks every Ignition config the tests write).
 PACKAGES=(xz-utils zstd bzip2 gzip gdisk fdisk mtools dosfstools e2fsprogs gnupg gpgv
-  ignition btrfs-progs util-linux mount coreutils time shellcheck systemd strace)
+  ignition btrfs-progs util-linux mount coreutils time shellcheck systemd strace
+  qemu-system-arm qemu-efi-aarch64 qemu-utils grub-common cpio binutils)
+# The QEMU boot fixture is built from Debian arm64 packages (downloaded, never installed).
+need_update=""
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  echo "setup: adding the arm64 architecture to apt (for apt-get download pkg:arm64)"
+  $SUDO dpkg --add-architecture arm64
+  need_update=1
+fi
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}"
+if [ ${#missing[@]} -gt 0 ] || [ -n "$need_update" ]; then
+  [ ${#missing[@]} -gt 0 ] && echo "setup: installing ${missing[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
 fi
 
 node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<18)) { console.error("setup: Node.js >= 20.18 is needed, this is "+process.version); process.exit(1) }'
