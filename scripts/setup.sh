@@ -11,7 +11,8 @@ SUDO=""
 # (ignition-validate checks every Ignition config the tests write).
 PACKAGES=(xz-utils zstd bzip2 gzip gdisk fdisk mtools dosfstools e2fsprogs gnupg gpgv
   ignition btrfs-progs util-linux mount coreutils time shellcheck systemd strace
-  qemu-system-arm qemu-efi-aarch64 qemu-utils grub-common cpio binutils)
+  qemu-system-arm qemu-efi-aarch64 qemu-utils grub-common cpio binutils
+  qemu-system-x86 ovmf seabios libxml2-utils openssh-client)
 # The QEMU boot fixture is built from Debian arm64 packages (downloaded, never installed).
 need_update=""
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then

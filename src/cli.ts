@@ -8,7 +8,7 @@ import type { Board } from "./board/index.js";
 import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
 import { EXIT, ProvisionError } from "./errors.js";
-import { exitCodeOf, type FlashReport, flash } from "./flash/index.js";
+import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
 import {
   fixMbr,
   formatTables,
@@ -17,8 +17,14 @@ import {
   showMbr,
 } from "./mbr/index.js";
 import { createReporter, formatBytes, type Reporter } from "./progress/index.js";
-import { isQemuTestArgv, registerQemuTest } from "./qemu/cli.js";
-import { QEMU_EXIT } from "./qemu/index.js";
+import {
+  isQemuTestArgv,
+  positiveInt,
+  registerQemuTest,
+  timeoutOption,
+  verdictLines,
+} from "./qemu/cli.js";
+import { killRunningQemu, QEMU_EXIT } from "./qemu/index.js";
 import type { Arch, OsName } from "./source/index.js";
 
 const VERSION = (
@@ -39,6 +45,7 @@ function interruptSignal(reporter: Reporter): AbortSignal {
   const ac = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) {
+      killRunningQemu(); // flash --then-test: no guest outlives us
       process.stderr.write("provision: interrupted again; exiting now\n");
       process.exit(EXIT.INTERRUPTED);
     }
@@ -71,6 +78,43 @@ function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean
     } else if (!t.ok) {
       process.stderr.write(`✖ ${t.path}: ${t.error}\n`);
     }
+    if (t.boot) {
+      const lines = verdictLines(t.boot, { prefix: "  boot: ", tail: quiet ? 0 : 10 });
+      process.stderr.write(`${(quiet && t.boot.exitCode === 0 ? [] : lines).join("\n")}\n`);
+    }
+  }
+}
+
+/** flash --then-test and its qemu-test options; bad values are usage errors (exit 2) here. */
+function thenTestOptions(o: Record<string, unknown>): ThenTestOptions | undefined {
+  if (!o.thenTest) {
+    if (o.expect || o.fail)
+      throw new ProvisionError("--expect and --fail need --then-test", { exitCode: EXIT.USAGE });
+    return undefined;
+  }
+  for (const re of [...((o.expect as string[]) ?? []), ...((o.fail as string[]) ?? [])]) {
+    try {
+      new RegExp(re);
+    } catch (err) {
+      throw new ProvisionError(`not a valid regex: ${re}: ${(err as Error).message}`, {
+        exitCode: EXIT.USAGE,
+      });
+    }
+  }
+  try {
+    return {
+      arch: o.arch as Arch | undefined,
+      bios: Boolean(o.bios),
+      memoryMiB: positiveInt(o.testMemory, "--test-memory"),
+      cpus: positiveInt(o.testCpus, "--test-cpus"),
+      expect: o.expect as string[] | undefined,
+      fail: o.fail as string[] | undefined,
+      timeoutMs: timeoutOption(o.testTimeout, "--test-timeout"),
+    };
+  } catch (err) {
+    if (err instanceof ProvisionError)
+      throw new ProvisionError(err.message, { hint: err.hint, exitCode: EXIT.USAGE });
+    throw err;
   }
 }
 
@@ -163,6 +207,20 @@ function buildProgram(): Command {
       "--preserve-on-error",
       "leave a failed target as it is instead of wiping its partition table",
     )
+    .option(
+      "--then-test",
+      "after writing, boot each target in QEMU (read-only overlay) with the same Ignition config",
+    )
+    .option("--expect <regex>", "--then-test: must appear on the console (repeatable)", collect)
+    .option("--fail <regex>", "--then-test: fails the boot at once (repeatable)", collect)
+    .option(
+      "--test-timeout <duration>",
+      "--then-test: give up after 600 (seconds), 90s, 10m",
+      "10m",
+    )
+    .option("--test-memory <MiB>", "--then-test: guest memory", "2048")
+    .option("--test-cpus <n>", "--then-test: guest CPUs", "2")
+    .option("--bios", "--then-test, x86_64: boot with SeaBIOS instead of UEFI")
     .option("-q, --quiet", "no progress output (warnings and errors still go to stderr)")
     .option("--json", "print a machine-readable summary on stdout")
     .addHelpText(
@@ -176,10 +234,12 @@ Examples:
   provision flash /dev/sdb /dev/sdc -i config.ign --yes     two cards from one download
   provision flash /dev/mmcblk0 --board rpi3 --firmware ./rpi-firmware -i pi.ign
   provision flash /dev/sdb --dry-run                        show the plan, write nothing
+  provision flash card.img --arch aarch64 -i pi.ign --then-test   write, then boot it in QEMU
 
 Exit codes: 0 ok, 1 failed (download/write/verify), 2 bad input (flags, Ignition,
 checksum, signature), 3 refused (system disk, mounted, too small, not confirmed),
-4 a required program is missing, 130 interrupted.`,
+4 a required program is missing, 130 interrupted. With --then-test, a target that was
+written but did not boot (or could not be booted) makes the exit code 1.`,
     )
     .action(async (targetArgs: string[], o: Record<string, unknown>) => {
       const reporter = makeReporter(o);
@@ -227,6 +287,7 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
         uboot: o.uboot as string | undefined,
         configTxtFile: o.configTxt as string | undefined,
         espFat32: Boolean(o.espFat32),
+        thenTest: thenTestOptions(o),
         reporter,
         signal,
       });

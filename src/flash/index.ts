@@ -32,6 +32,7 @@ import {
 } from "../ignition/index.js";
 import { repairUnitFragment } from "../mbr/index.js";
 import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
+import { type BootOptions, type BootResult, bootTest } from "../qemu/index.js";
 import { type ImageRequest, type ResolvedImage, resolveImage } from "../source/index.js";
 import { type Customization, customizeTarget, hasCustomization } from "./customize.js";
 import {
@@ -72,6 +73,11 @@ export interface FlashOptions {
   configTxtFile?: string;
   /** rpi4: reformat the ESP as FAT32, keeping files, label and volume id. */
   espFat32?: boolean;
+  /**
+   * After a successful write, boot each good target in QEMU (read-only overlay) with the
+   * same Ignition config, and report the verdict in its `boot` field.
+   */
+  thenTest?: ThenTestOptions;
   reporter?: Reporter;
   signal?: AbortSignal;
 }
@@ -91,7 +97,15 @@ export interface TargetReport {
   bootFiles?: { written: string[]; skipped: string[] };
   /** What happened to a target that failed after writing started. */
   incomplete?: "wiped" | "removed" | "left-as-is";
+  /** flash --then-test: the boot test of what was written. */
+  boot?: BootResult;
 }
+
+/** The qemu-test options flash --then-test passes on (the image and config are flash's). */
+export type ThenTestOptions = Pick<
+  BootOptions,
+  "arch" | "bios" | "accel" | "memoryMiB" | "cpus" | "expect" | "fail" | "timeoutMs"
+>;
 
 export interface FlashReport {
   dryRun: boolean;
@@ -114,7 +128,9 @@ export interface FlashReport {
 /** Exit code for a finished run: 0 when every target is OK, else the first failure's. */
 export function exitCodeOf(report: FlashReport): number {
   const bad = report.targets.find((t) => !t.ok);
-  return bad ? (bad.exitCode ?? EXIT.FAILED) : EXIT.OK;
+  if (bad) return bad.exitCode ?? EXIT.FAILED;
+  // --then-test: written fine, but it did not boot (or could not be booted).
+  return report.targets.some((t) => t.boot && t.boot.exitCode !== 0) ? EXIT.FAILED : EXIT.OK;
 }
 
 function guessPrograms(url: string): string[] {
@@ -396,6 +412,25 @@ async function flashImpl(
           : "it was left as is (--preserve-on-error); do not boot it";
     reporter.warn(`${d.path} is incomplete and must not be booted: ${how}`);
   }
+
+  // 10. --then-test: boot what was written (through a read-only overlay) with the same config.
+  if (opts.thenTest) {
+    for (const d of okDests()) {
+      if (signal?.aborted) break;
+      const boot = await bootTest({
+        ...opts.thenTest,
+        input: { kind: "path", path: d.path },
+        // Unless asked for, the architecture comes from the image (its ESP), as in qemu-test.
+        arch: opts.thenTest.arch ?? opts.image.arch,
+        os,
+        ignition: custom.ignition,
+        name: `boot ${d.path}`,
+        reporter,
+        signal,
+      });
+      (reports.get(d.path) as TargetReport).boot = boot;
+    }
+  }
   return finish(report, started);
 }
 
@@ -484,6 +519,8 @@ function planLines(
       lines.push(`  Ignition: + the first-boot unit that restores the hybrid MBR`);
     }
   }
+  if (opts.thenTest)
+    lines.push("then: boot each target in QEMU (read-only overlay) with the same Ignition config");
   lines.push("dry run: nothing was downloaded or written");
   return lines;
 }

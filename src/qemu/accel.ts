@@ -5,7 +5,7 @@
  * machine and firmware under `-accel kvm` for a moment and watches QEMU's stderr; anything
  * wrong means TCG.
  */
-import { access, constants, copyFile } from "node:fs/promises";
+import { access, constants, copyFile, writeFile } from "node:fs/promises";
 import { arch as nodeArch } from "node:os";
 import { join } from "node:path";
 import { lastLine, spawnStreaming } from "../exec/index.js";
@@ -21,7 +21,10 @@ export function hostArch(): Arch | undefined {
 }
 
 /** How long the probe lets the firmware run. Broken KVM fails within milliseconds. */
-const PROBE_MS = 1500;
+const PROBE_MS = 1000;
+/** How long a working KVM may take to boot the test boot sector. */
+const SPEED_MS = 1500;
+const PROBE_MARKER = "PROVISION-KVM-OK";
 const KVM_BROKEN =
   /KVM internal error|emulation failure|failed to initialize kvm|Could not access KVM|kvm_init_vcpu|KVM_RUN|kvm: .*(failed|error)/i;
 
@@ -58,6 +61,44 @@ async function probeKvm(
   firmware: Firmware,
   tmpDir: string,
 ): Promise<{ works: boolean; why: string }> {
+  if (arch === "x86_64") {
+    const speed = await probeBootSector(tmpDir);
+    if (!speed.works) return speed;
+    if (firmware.kind === "bios") return speed;
+  }
+  return await probeFirmware(arch, firmware, tmpDir);
+}
+
+/**
+ * Stage 1 (x86_64): a 512-byte boot sector that writes a marker to COM1, booted by SeaBIOS.
+ * Working KVM prints it in a fraction of a second (TCG: about 0.3 s). Nested KVM that traps
+ * every port access to an outer hypervisor "works" but takes seconds: as good as broken.
+ */
+async function probeBootSector(tmpDir: string): Promise<{ works: boolean; why: string }> {
+  const code: number[] = [0xba, 0xf8, 0x03]; // mov dx, 0x3f8
+  for (const c of Buffer.from(`${PROBE_MARKER}\n`)) code.push(0xb0, c, 0xee); // mov al, c; out dx, al
+  code.push(0xfa, 0xf4, 0xeb, 0xfd); // cli; hlt; jmp hlt
+  const img = Buffer.alloc(1 << 20); // SeaBIOS ignores disks of one sector
+  Buffer.from(code).copy(img);
+  img[510] = 0x55;
+  img[511] = 0xaa;
+  const disk = join(tmpDir, "kvm-probe.img");
+  await writeFile(disk, img);
+  const args = ["-M", "pc", "-accel", "kvm", "-m", "64", "-nodefaults", "-display", "none"];
+  args.push("-serial", "stdio", "-drive", `if=ide,format=raw,file=${disk.replace(/,/g, ",,")}`);
+  return await watchProbe(args, "x86_64", SPEED_MS, {
+    onStdout: (text) => text.includes(PROBE_MARKER),
+    pass: "KVM booted a test guest",
+    slow: `KVM is too slow here (a test guest did not boot within ${SPEED_MS / 1000}s; TCG takes 0.3s); using TCG`,
+  });
+}
+
+/** Stage 2: the firmware the guest will use, under KVM for a moment, must not fail. */
+async function probeFirmware(
+  arch: Arch,
+  firmware: Firmware,
+  tmpDir: string,
+): Promise<{ works: boolean; why: string }> {
   let varsCopy: string | undefined;
   if (firmware.kind === "uefi") {
     varsCopy = join(tmpDir, "kvm-probe-vars.fd");
@@ -73,12 +114,28 @@ async function probeKvm(
     "-monitor",
     "none",
   ];
+  return await watchProbe(args, arch, PROBE_MS, {
+    pass: "KVM works (probed)",
+  });
+}
+
+/**
+ * Run QEMU for at most `ms`. Works when `onStdout` returns true, or (without `onStdout`)
+ * when the time passes without an error on stderr.
+ */
+async function watchProbe(
+  args: string[],
+  arch: Arch,
+  ms: number,
+  o: { onStdout?: (text: string) => boolean; pass: string; slow?: string },
+): Promise<{ works: boolean; why: string }> {
   const child = spawnStreaming(QEMU_PROGRAM[arch], args, {
     stdin: "ignore",
-    stdout: "ignore",
+    stdout: o.onStdout ? "pipe" : "ignore",
     stderr: "pipe",
   });
   let stderr = "";
+  let stdout = "";
   return await new Promise((resolve) => {
     let settled = false;
     const finish = (works: boolean, why: string) => {
@@ -89,9 +146,14 @@ async function probeKvm(
       resolve({ works, why });
     };
     const timer = setTimeout(
-      () => finish(true, `KVM ran the firmware for ${PROBE_MS / 1000}s without an error`),
-      PROBE_MS,
+      () => (o.onStdout ? finish(false, o.slow ?? "KVM probe timed out") : finish(true, o.pass)),
+      ms,
     );
+    child.stdout?.on("data", (b: Buffer) => {
+      stdout += b.toString("latin1");
+      if (o.onStdout?.(stdout)) finish(true, o.pass);
+    });
+    child.stdout?.resume();
     child.stderr?.on("data", (b: Buffer) => {
       stderr += b.toString();
       const m = KVM_BROKEN.exec(stderr);

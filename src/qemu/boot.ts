@@ -8,10 +8,10 @@
  * checked first, concurrently, and ends as verdict "error" (exit 3) without starting QEMU.
  */
 import { createWriteStream } from "node:fs";
-import { chmod, copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { access, chmod, constants, copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
-import { describeError, InterruptedError, ProvisionError } from "../errors.js";
+import { basename, dirname, join, resolve } from "node:path";
+import { describeError, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { requirePrograms, spawnStreaming } from "../exec/index.js";
 import {
   type IgnitionConfig,
@@ -53,6 +53,26 @@ export const QEMU_EXIT = {
 } as const;
 
 export const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
+
+/** QEMU processes this process started and has not reaped yet. */
+const running = new Set<{ kill(signal?: NodeJS.Signals): boolean }>();
+
+/**
+ * SIGKILL every QEMU still running: for a CLI that must exit at once (a second Ctrl-C),
+ * so no guest outlives it. The normal path stops QEMU itself.
+ */
+export function killRunningQemu(): void {
+  for (const child of running) child.kill("SIGKILL");
+}
+
+function track<T extends { kill(signal?: NodeJS.Signals): boolean } & PromiseLike<unknown>>(
+  child: T,
+): T {
+  running.add(child);
+  const untrack = () => running.delete(child);
+  child.then(untrack, untrack);
+  return child;
+}
 
 export interface BootOptions {
   input: BootInput;
@@ -177,9 +197,13 @@ export async function bootTest(opts: BootOptions): Promise<BootResult> {
   }
   result.consoleTail = run.watcher?.tail() ?? [];
   result.seconds = (Date.now() - started) / 1000;
-  if (opts.junit && !interrupted) {
-    await writeFile(opts.junit, junitXml(result, run.watcher?.text() ?? "", { name: opts.name }));
-    result.junit = opts.junit;
+  if (opts.junit && !interrupted && !result.reason.startsWith("--junit")) {
+    try {
+      await writeFile(opts.junit, junitXml(result, run.watcher?.text() ?? "", { name: opts.name }));
+      result.junit = opts.junit;
+    } catch (err) {
+      reporter.warn(`--junit ${opts.junit}: cannot write it: ${describeError(err)}`);
+    }
   }
   if (interrupted) throw new InterruptedError();
   return result;
@@ -213,6 +237,8 @@ async function prepareAndBoot(opts: BootOptions, result: BootResult, run: RunSta
   run.reporter.info(
     `booting ${result.image} (${result.arch}, ${result.accel === "kvm" ? "KVM" : "TCG"}, ${result.cpus} CPUs, ${result.memoryMiB} MiB${result.sshPort ? `, ssh on 127.0.0.1:${result.sshPort}` : ""})`,
   );
+  if ((opts.accel ?? "auto") === "auto" && result.accel === "tcg" && result.arch === hostArch())
+    run.reporter.info(result.accelWhy ?? "TCG");
   if (opts.interactive) return await runInteractive(prepared.program, args, opts, result, run);
   await runWatched(prepared, args, opts, result, run);
 }
@@ -227,6 +253,7 @@ async function prepare(opts: BootOptions, result: BootResult, run: RunState): Pr
   const rules = { expects, fails: failureRules(opts.fail ?? []) };
   result.expects = expects.map((r) => ({ pattern: r.pattern, seen: false }));
   const net = opts.ssh !== undefined ? "user" : (opts.net ?? "none");
+  await checkOutputs(opts);
 
   // One failure stops the other branch (a slow decompression when the config is invalid).
   const inner = new AbortController();
@@ -258,7 +285,7 @@ async function prepare(opts: BootOptions, result: BootResult, run: RunState): Pr
       net: net === "user" ? { sshPort } : undefined,
       interactive: opts.interactive,
     };
-    if (config.config)
+    if (config.config && opts.ignitionFile !== undefined)
       reporter.info(
         `Ignition config ${config.config.origin} is valid (spec ${config.config.version})`,
       );
@@ -266,6 +293,21 @@ async function prepare(opts: BootOptions, result: BootResult, run: RunState): Pr
     return { spec, program: QEMU_PROGRAM[disk.arch], rules, key: config.key };
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** --console-log and --junit must be writable before the guest runs, not after. */
+async function checkOutputs(opts: BootOptions): Promise<void> {
+  for (const [flag, file] of [
+    ["--console-log", opts.consoleLog],
+    ["--junit", opts.junit],
+  ] as const) {
+    if (file === undefined) continue;
+    try {
+      await access(dirname(resolve(file)), constants.W_OK);
+    } catch (err) {
+      throw new UsageError(`${flag} ${file}: cannot write there: ${describeError(err)}`);
+    }
   }
 }
 
@@ -301,12 +343,15 @@ async function prepareConfig(
     const fragment = sshKeyFragment(key.publicKey);
     // The user's config is kept byte for byte and wins on conflicts; the result is validated
     // again, with the same checks, before it reaches the guest.
-    const merged = config
-      ? mergeFragments(config, [fragment])
-      : { text: JSON.stringify(fragment), origin: "the SSH key fragment" };
-    config = await parseIgnitionText(merged.text, `${merged.origin} (with the qemu-test SSH key)`, {
-      signal,
-    });
+    config = config
+      ? await parseIgnitionText(
+          mergeFragments(config, [fragment]).text,
+          `${config.origin} (with the qemu-test SSH key)`,
+          { signal },
+        )
+      : await parseIgnitionText(JSON.stringify(fragment), "the qemu-test SSH key fragment", {
+          signal,
+        });
   }
   if (!config) return {};
   const file = join(tmp, "config.ign");
@@ -334,6 +379,10 @@ async function prepareDisk(
   const { tmp, reporter } = run;
   await requirePrograms(["qemu-img"]);
   const backing = await prepareBacking(opts.input, tmp, { reporter, signal });
+  // The overlay needs nothing else: create it while the image is inspected.
+  const overlay = join(tmp, "overlay.qcow2");
+  const overlayDone = createOverlay(backing, overlay, signal);
+  overlayDone.catch(() => {}); // awaited below; do not let an early throw leave it unhandled
   const facts = await inspectImage(backing);
   const arch = opts.arch ?? facts.arch ?? backing.arch ?? hostArch();
   if (!arch)
@@ -355,11 +404,10 @@ async function prepareDisk(
   const program = QEMU_PROGRAM[arch];
   const [firmware] = await Promise.all([findFirmware(arch, opts.bios), requirePrograms([program])]);
   result.firmware = describeFirmware(firmware);
-  const overlay = join(tmp, "overlay.qcow2");
   const varsCopy = firmware.kind === "uefi" ? join(tmp, basename(firmware.vars)) : undefined;
   const [choice] = await Promise.all([
     chooseAccel(opts.accel ?? "auto", arch, firmware, tmp),
-    createOverlay(backing, overlay, signal),
+    overlayDone,
     varsCopy && firmware.kind === "uefi" ? copyFile(firmware.vars, varsCopy) : undefined,
   ]);
   result.accel = choice.accel;
@@ -379,11 +427,9 @@ async function runInteractive(
   run.reporter.stop();
   process.stderr.write("provision: console attached; Ctrl-A X quits QEMU, Ctrl-A C its monitor\n");
   const started = Date.now();
-  const child = spawnStreaming(program, args, {
-    stdin: "inherit",
-    stdout: "inherit",
-    stderr: "inherit",
-  });
+  const child = track(
+    spawnStreaming(program, args, { stdin: "inherit", stdout: "inherit", stderr: "inherit" }),
+  );
   const onAbort = () => child.kill("SIGTERM");
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   run.stopQemu = async () => {
@@ -418,16 +464,17 @@ async function runWatched(
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const log = opts.consoleLog ? createWriteStream(opts.consoleLog) : undefined;
   if (log) {
+    log.on("error", (err) =>
+      reporter.warn(`--console-log ${opts.consoleLog}: ${describeError(err)}`),
+    );
     result.consoleLog = opts.consoleLog;
     run.closeLog = () => new Promise<void>((resolve) => log.end(resolve));
   }
   // Start QEMU first; everything below only wires up listeners.
   const started = Date.now();
-  const child = spawnStreaming(prepared.program, args, {
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+  const child = track(
+    spawnStreaming(prepared.program, args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" }),
+  );
   run.stopQemu = async () => {
     // SIGTERM, and execa follows up with SIGKILL after 5 s.
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
@@ -462,6 +509,8 @@ async function runWatched(
       log?.write(b);
       watcher.push(b);
     });
+    // spawnStreaming hands stdout over paused (so no byte is lost before we listen).
+    child.stdout?.resume();
     const stdoutEnded = new Promise<void>((r) => {
       if (!child.stdout) r();
       child.stdout?.once("close", r);
@@ -501,8 +550,10 @@ async function runWatched(
     }
   });
   result.bootSeconds = (Date.now() - started) / 1000;
-  await run.stopQemu();
   const watcher = run.watcher as ConsoleWatcher;
+  // The verdict is known; let the line that decided it finish (for the log), briefly.
+  if (outcome.kind === "pass" || outcome.kind === "fail") await watcher.lineEnd(250);
+  await run.stopQemu();
   result.expects = prepared.rules.expects.map((r, i) => {
     const m = watcher.seen[i];
     return { pattern: r.pattern, seen: m !== undefined, line: m?.line, seconds: m?.seconds };

@@ -8,7 +8,7 @@ import { EXIT, ProvisionError } from "../errors.js";
 import { createReporter, type Reporter } from "../progress/index.js";
 import type { Arch, ImageRequest, OsName } from "../source/index.js";
 import type { AccelChoice } from "./accel.js";
-import { type BootResult, bootTest, QEMU_EXIT } from "./boot.js";
+import { type BootResult, bootTest, killRunningQemu, QEMU_EXIT } from "./boot.js";
 import { shellQuote } from "./command.js";
 import type { BootInput } from "./image.js";
 import { parseDuration } from "./index.js";
@@ -47,7 +47,8 @@ function interruptSignal(reporter: Reporter): AbortSignal {
   const ac = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) {
-      process.stderr.write("provision: interrupted again; exiting now\n");
+      killRunningQemu();
+      process.stderr.write("provision: interrupted again; QEMU killed; exiting now\n");
       process.exit(EXIT.INTERRUPTED);
     }
     reporter.stop();
@@ -138,7 +139,7 @@ export function registerQemuTest(program: Command): Command {
     )
     .option(
       "--expect <regex>",
-      "must appear on the console (repeatable; default: a login prompt, login:)",
+      "must appear on the console (repeatable; default: a login prompt, login:, none with --ssh)",
       collect,
     )
     .option(
@@ -252,13 +253,12 @@ Ignition config), 130 interrupted.`,
         throw err;
       }
       reporter.stop();
-      if (o.printCommand && result.verdict === "prepared" && result.command) {
+      if (o.printCommand && !o.json && result.verdict === "prepared" && result.command) {
+        // Only the command on stdout, so that `$(provision qemu-test ... --print-command)` works.
         process.stdout.write(`${shellQuote(result.command)}\n`);
-        if (!o.json) {
-          if (!o.quiet)
-            process.stderr.write(`files kept in ${result.keptDir}; remove it when done\n`);
-          return;
-        }
+        if (!o.quiet)
+          process.stderr.write(`files kept in ${result.keptDir}; remove it when done\n`);
+        return;
       }
       if (o.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
       if (result.verdict === "error") {

@@ -52,9 +52,9 @@ export function compilePatterns(patterns: readonly string[], what: string): Rule
 }
 
 // CSI (colours, cursor moves: firmware and GRUB draw with them), OSC, two-byte escapes,
-// and every other control character except tab.
+// an escape cut off at the end of a partial line, and every other control character but tab.
 const ESCAPES =
-  /\x1b\[[0-9;?=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[@-Z\\-_=>]|[\x00-\x08\x0b-\x1f\x7f]/g;
+  /\x1b\[[0-9;?=>]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[@-Z\\-_=>]|\x1b\[[0-9;?=>]*$|[\x00-\x08\x0b-\x1f\x7f]/g;
 
 /** A console line as a person would read it. */
 export function cleanLine(raw: string): string {
@@ -80,6 +80,9 @@ export class ConsoleWatcher {
   private kept: string[] = [];
   private keptLength = 0;
   private readonly started = Date.now();
+  /** Expects matched on a partial line: their line is replaced once it is complete. */
+  private readonly partialSeen = new Set<number>();
+  private lineEndWaiters: (() => void)[] = [];
 
   constructor(
     rules: { expects: Rule[]; fails: Rule[] },
@@ -113,6 +116,21 @@ export class ConsoleWatcher {
     }
   }
 
+  /**
+   * Resolves when the current partial line is complete (or at once if there is none), or
+   * after `ms`: so that a log does not end in the middle of the line that decided.
+   */
+  async lineEnd(ms: number): Promise<void> {
+    if (this.pending === "") return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.lineEndWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
   /** The last lines of the console, cleaned, for reports. */
   tail(n = TAIL_LINES): string[] {
     return this.tailLines.slice(-n);
@@ -131,6 +149,9 @@ export class ConsoleWatcher {
     for (const p of parts) this.line(p, true);
     // Prompts ("localhost login: ") end without a newline: match the partial line too.
     if (this.pending !== "") this.line(this.pending, false);
+    else if (this.lineEndWaiters.length > 0) {
+      for (const w of this.lineEndWaiters.splice(0)) w();
+    }
   }
 
   private line(raw: string, complete: boolean): void {
@@ -149,8 +170,14 @@ export class ConsoleWatcher {
         this.failure = { pattern: bad.pattern, line, seconds, builtin: bad.builtin };
       } else {
         this.expects.forEach((r, i) => {
-          if (this.seen[i] === undefined && r.re.test(line))
+          if (this.seen[i] === undefined && r.re.test(line)) {
             this.seen[i] = { pattern: r.pattern, line, seconds };
+            if (!complete) this.partialSeen.add(i);
+          } else if (complete && this.partialSeen.has(i) && r.re.test(line)) {
+            // The same line, now complete: report all of it.
+            this.seen[i] = { ...(this.seen[i] as Match), line };
+            this.partialSeen.delete(i);
+          }
         });
       }
     }

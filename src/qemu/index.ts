@@ -10,6 +10,7 @@ export {
   bootTest,
   DEFAULT_TIMEOUT_MS,
   describeInput,
+  killRunningQemu,
   QEMU_EXIT,
   type Verdict,
 } from "./boot.js";

@@ -1,0 +1,43 @@
+/**
+ * Entry point for `provision qemu-test` alone (bin/provision.js picks it when qemu-test is the
+ * command). Its boot time is measured against QEMU run by hand, and loading the whole CLI
+ * (HTTP client, disk picker, flash, boards) costs a good part of Node's start-up: this loads
+ * only what qemu-test needs. Same command definition and error handling as src/cli.ts.
+ */
+import { Command } from "commander";
+import { EXIT, ProvisionError } from "../errors.js";
+import { QEMU_EXIT } from "./boot.js";
+import { registerQemuTest } from "./cli.js";
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command()
+    .name("provision")
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride();
+  registerQemuTest(program);
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT.OK;
+  } catch (err) {
+    const e = err as { code?: string };
+    if (typeof e.code === "string" && e.code.startsWith("commander.")) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.help"
+        ? EXIT.OK
+        : QEMU_EXIT.NOT_STARTED;
+    }
+    if (err instanceof ProvisionError) {
+      process.stderr.write(`provision: ${err.message}\n`);
+      if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
+      return err.exitCode;
+    }
+    if ((err as Error)?.message === "interrupted") {
+      process.stderr.write("provision: interrupted\n");
+      return EXIT.INTERRUPTED;
+    }
+    process.stderr.write(
+      `provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`,
+    );
+    if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
+    return EXIT.FAILED;
+  }
+}
