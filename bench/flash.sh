@@ -34,7 +34,7 @@ mkdir -p "$BENCH"
 PROVISION=(node "$ROOT/bin/provision.js")
 
 die() { echo "bench: $*" >&2; exit 1; }
-for p in xz dd sha256sum losetup node sgdisk mke2fs mkfs.vfat mcopy; do
+for p in xz dd sha256sum losetup setsid flock pgrep node sgdisk mke2fs mkfs.vfat mcopy; do
   command -v "$p" >/dev/null || die "missing program: $p"
 done
 [[ -x /usr/bin/time ]] || die "missing /usr/bin/time (Debian package: time)"
@@ -44,6 +44,7 @@ done
 LOOP=""
 BACKING=$BENCH/loop-backing.img
 WORK=""
+OWN_BACKING=false # set once this run holds the lock and created the backing file
 CUR_PID="" # the timed command, started in its own session/process group (see timed)
 # Stop the timed command's process group (time, node, xz): SIGINT like Ctrl-C, so provision
 # cleans up, then SIGKILL whatever is left after 15 s.
@@ -67,13 +68,21 @@ cleanup() {
     losetup -d "$LOOP" && echo "bench: detached $LOOP" >&2
     LOOP=""
   fi
-  [[ -n $WORK ]] && rm -rf "$WORK"
-  rm -f "$BACKING"
+  if [[ -n $WORK ]]; then rm -rf "$WORK"; fi
+  if $OWN_BACKING; then rm -f "$BACKING"; fi
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM HUP
+
+# One bench run at a time: two would share the image build, the loop backing file and the CPU.
+# (This lock also makes a loop device found on our backing file below truly stale.)
+exec 9>"$BENCH/.lock"
+if ! flock -n 9; then
+  echo "bench: another bench run holds $BENCH/.lock; waiting for it" >&2
+  flock 9
+fi
 
 # --- 1. the image ------------------------------------------------------------------------------
 key=$({
@@ -134,10 +143,11 @@ OUT_V=$WORK/provision-verify.img
 # our own backing file: detach it.
 if [[ -e $BACKING ]]; then
   for l in $(losetup -j "$BACKING" -n -O NAME 2>/dev/null); do
-    [[ $l =~ ^/dev/loop[0-9]+$ ]] && losetup -d "$l" && echo "bench: detached stale $l" >&2
+    if [[ $l =~ ^/dev/loop[0-9]+$ ]]; then losetup -d "$l" && echo "bench: detached stale $l" >&2; fi
   done
   rm -f "$BACKING"
 fi
+OWN_BACKING=true
 truncate -s $((IMG_SIZE + 64 * 1048576)) "$BACKING"
 LOOP=$(losetup -f --show "$BACKING")
 [[ $LOOP =~ ^/dev/loop[0-9]+$ ]] || die "unexpected losetup output: $LOOP"
