@@ -26,14 +26,13 @@ import {
 } from "./qemu/cli.js";
 import { killRunningQemu, QEMU_EXIT } from "./qemu/index.js";
 import type { Arch, OsName } from "./source/index.js";
+import { addImageSourceOptions, collect, imageSourceFrom } from "./source/options.js";
 
 const VERSION = (
   JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
     version: string;
   }
 ).version;
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 function makeReporter(o: { quiet?: boolean }): Reporter {
   const tty = Boolean(process.stderr.isTTY) && !process.env.CI;
@@ -129,8 +128,10 @@ function buildProgram(): Command {
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
 
-  program
-    .command("flash")
+  addImageSourceOptions(
+    program.command("flash"),
+    "use this image (http, https or a local path) instead of a stream/channel",
+  )
     .description(
       "download (once, verified), decompress and write an OS image to disks or image files, with Ignition",
     )
@@ -141,33 +142,13 @@ function buildProgram(): Command {
     .addOption(
       new Option("--os <os>", "operating system").choices(["fcos", "flatcar"]).default("fcos"),
     )
-    .option("--stream <stream>", "FCOS stream: stable, testing, next", "stable")
     .addOption(
       new Option("--arch <arch>", "image architecture (default: this host's)").choices([
         "x86_64",
         "aarch64",
       ]),
     )
-    .option("--channel <channel>", "Flatcar channel: stable, beta, alpha", "stable")
-    .option("--release <release>", "Flatcar release: current or X.Y.Z", "current")
-    .option(
-      "--image-url <url|path>",
-      "use this image (http, https or a local path) instead of a stream/channel",
-    )
-    .option("--sha256 <hex>", "expected sha256 of the --image-url file")
     .option("--4k", "FCOS: the image for disks with 4096-byte sectors")
-    .option(
-      "--stream-base-url <url>",
-      "FCOS stream metadata host",
-      "https://builds.coreos.fedoraproject.org",
-    )
-    .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
-    .option(
-      "--keyring <file>",
-      "GPG keyring/public key to check the image signature (repeatable)",
-      collect,
-    )
-    .option("--require-signature", "fail unless the image signature was verified")
     .option(
       "-i, --ignition <file>",
       "Ignition config (.ign JSON; Butane .bu is compiled when butane is installed)",
@@ -202,7 +183,6 @@ function buildProgram(): Command {
     .option("--unmount", "unmount the target's mounted partitions first")
     .option("-y, --yes", "do not ask for confirmation before writing a disk")
     .option("--dry-run", "print what would be downloaded and written; change nothing")
-    .option("--offline", "use only the cache; never touch the network")
     .option(
       "--preserve-on-error",
       "leave a failed target as it is instead of wiping its partition table",
@@ -254,23 +234,18 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
           });
         targets = [await pickDisk({})];
       }
+      const source = imageSourceFrom(o);
       const report = await flash({
         targets,
         image: {
+          ...source.request,
           os: o.os as OsName,
           arch: o.arch as Arch | undefined,
-          stream: o.stream as string,
-          channel: o.channel as string,
-          release: o.release as string,
-          imageUrl: o.imageUrl as string | undefined,
-          sha256: o.sha256 as string | undefined,
           sector4k: Boolean(o["4k"]),
-          streamBaseUrl: o.streamBaseUrl as string,
-          flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
         },
-        offline: Boolean(o.offline),
-        keyrings: o.keyring as string[] | undefined,
-        requireSignature: Boolean(o.requireSignature),
+        offline: source.offline,
+        keyrings: source.keyrings,
+        requireSignature: source.requireSignature,
         ignitionFile: o.ignition as string | undefined,
         ignitionUrl: o.ignitionUrl as string | undefined,
         appendKargs: o.appendKarg as string[] | undefined,

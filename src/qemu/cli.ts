@@ -7,13 +7,12 @@ import { Command, Option } from "commander";
 import { EXIT, ProvisionError } from "../errors.js";
 import { createReporter, type Reporter } from "../progress/index.js";
 import type { Arch, ImageRequest, OsName } from "../source/index.js";
+import { addImageSourceOptions, collect, imageSourceFrom } from "../source/options.js";
 import type { AccelChoice } from "./accel.js";
 import { type BootResult, bootTest, killRunningQemu, QEMU_EXIT } from "./boot.js";
 import { shellQuote } from "./command.js";
 import type { BootInput } from "./image.js";
 import { parseDuration } from "./index.js";
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 function notStarted(message: string, hint?: string): ProvisionError {
   return new ProvisionError(message, { hint, exitCode: QEMU_EXIT.NOT_STARTED });
@@ -92,8 +91,10 @@ export function verdictLines(
 }
 
 export function registerQemuTest(program: Command): Command {
-  return program
-    .command("qemu-test")
+  return addImageSourceOptions(
+    program.command("qemu-test"),
+    "no image argument: boot this image (http, https or a local path), cached like flash",
+  )
     .description(
       "boot an image in QEMU with its Ignition config (fw_cfg) and decide from the serial console whether it came up",
     )
@@ -157,23 +158,6 @@ export function registerQemuTest(program: Command): Command {
       "--print-command",
       "prepare everything, print the QEMU command line and exit (files kept)",
     )
-    .option("--stream <stream>", "no image given: FCOS stream", "stable")
-    .option("--channel <channel>", "no image given: Flatcar channel", "stable")
-    .option("--release <release>", "no image given: Flatcar release: current or X.Y.Z", "current")
-    .option(
-      "--image-url <url|path>",
-      "boot this image (http, https or a local path), cached like flash",
-    )
-    .option("--sha256 <hex>", "expected sha256 of the --image-url file")
-    .option(
-      "--stream-base-url <url>",
-      "FCOS stream metadata host",
-      "https://builds.coreos.fedoraproject.org",
-    )
-    .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
-    .option("--keyring <file>", "GPG keyring to check the image signature (repeatable)", collect)
-    .option("--require-signature", "fail unless the image signature was verified")
-    .option("--offline", "use only the cache; never touch the network")
     .option("-q, --quiet", "no progress output")
     .addHelpText(
       "after",
@@ -204,25 +188,18 @@ Ignition config), 130 interrupted.`,
       try {
         if (image !== undefined && o.imageUrl !== undefined)
           throw notStarted("give an image argument or --image-url, not both");
+        const source = imageSourceFrom(o);
         const input: BootInput =
           image !== undefined
             ? { kind: "path", path: image }
             : {
                 kind: "source",
+                ...source,
                 request: {
+                  ...source.request,
                   os: (o.os as OsName | undefined) ?? "fcos",
                   arch: o.arch as Arch | undefined,
-                  stream: o.stream as string,
-                  channel: o.channel as string,
-                  release: o.release as string,
-                  imageUrl: o.imageUrl as string | undefined,
-                  sha256: o.sha256 as string | undefined,
-                  streamBaseUrl: o.streamBaseUrl as string,
-                  flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
                 } satisfies ImageRequest,
-                offline: Boolean(o.offline),
-                keyrings: o.keyring as string[] | undefined,
-                requireSignature: Boolean(o.requireSignature),
               };
         result = await bootTest({
           input,
