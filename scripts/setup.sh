@@ -12,7 +12,10 @@ SUDO=""
 PACKAGES=(xz-utils zstd bzip2 gzip gdisk fdisk mtools dosfstools e2fsprogs gnupg gpgv
   ignition btrfs-progs util-linux mount coreutils time shellcheck systemd strace
   qemu-system-arm qemu-efi-aarch64 qemu-utils grub-common cpio binutils
-  qemu-system-x86 ovmf seabios libxml2-utils openssh-client)
+  qemu-system-x86 ovmf seabios libxml2-utils openssh-client
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients openssh-server)
+# libvirt and sshd: the qemu-test --connect tests run a real libvirtd (started by the test
+# when none runs: there may be no systemd) behind a throw-away sshd on 127.0.0.1.
 # The QEMU boot fixture is built from Debian arm64 packages (downloaded, never installed).
 need_update=""
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then

@@ -11,6 +11,7 @@ import { createWriteStream } from "node:fs";
 import { access, chmod, constants, copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
+import type { Readable } from "node:stream";
 import { describeError, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { requirePrograms, spawnStreaming } from "../exec/index.js";
 import {
@@ -41,6 +42,7 @@ import {
   prepareBacking,
 } from "./image.js";
 import { junitXml } from "./junit.js";
+import type { RemoteOptions, RemoteReport } from "./remote.js";
 import { freeLocalPort, generateKey, type SshKey, sshKeyFragment, waitAndRun } from "./ssh.js";
 
 /** qemu-test's own exit codes. */
@@ -107,6 +109,8 @@ export interface BootOptions {
   interactive?: boolean;
   /** Prepare everything and return the QEMU command without running it (keeps the files). */
   printCommand?: boolean;
+  /** Run on a libvirt host over SSH instead of QEMU here (see ./remote.ts). */
+  remote?: RemoteOptions;
   reporter?: Reporter;
   signal?: AbortSignal;
 }
@@ -145,6 +149,8 @@ export interface BootResult {
   junit?: string;
   keptDir?: string;
   qemu?: { exitCode?: number; signal?: string; stderr?: string };
+  /** A remote run: where, which domain, what was uploaded. */
+  remote?: RemoteReport;
   consoleTail: string[];
 }
 
@@ -174,10 +180,12 @@ export async function bootTest(opts: BootOptions): Promise<BootResult> {
   };
   // mkdtemp creates the directory 0700: the SSH key and the config stay private.
   const tmp = await mkdtemp(join(tmpdir(), "provision-qemu-"));
-  const run: RunState = { tmp, reporter };
+  const run: RunState = { tmp, reporter, cleanups: [] };
   let interrupted = false;
   try {
-    await prepareAndBoot(opts, result, run);
+    // Loaded only for --connect: it brings in ssh2.
+    if (opts.remote) await (await import("./remote.js")).bootRemote(opts, opts.remote, result, run);
+    else await prepareAndBoot(opts, result, run);
   } catch (err) {
     if (opts.signal?.aborted || err instanceof InterruptedError) interrupted = true;
     else {
@@ -189,6 +197,8 @@ export async function bootTest(opts: BootOptions): Promise<BootResult> {
   } finally {
     await run.stopQemu?.();
     await run.closeLog?.();
+    // Remote cleanup (domain, uploaded files, the SSH connection), newest first.
+    for (const cleanup of run.cleanups.reverse()) await cleanup().catch(() => {});
     if (opts.keep || (opts.printCommand && result.verdict === "prepared")) {
       result.keptDir = tmp;
     } else {
@@ -209,15 +219,17 @@ export async function bootTest(opts: BootOptions): Promise<BootResult> {
   return result;
 }
 
-interface RunState {
+export interface RunState {
   tmp: string;
   reporter: Reporter;
+  /** Run after the guest stopped, last added first; errors are ignored. */
+  cleanups: (() => Promise<void>)[];
   watcher?: ConsoleWatcher;
   stopQemu?: () => Promise<void>;
   closeLog?: () => Promise<void>;
 }
 
-interface Prepared {
+export interface Prepared {
   spec: QemuSpec;
   program: string;
   rules: { expects: Rule[]; fails: Rule[] };
@@ -246,12 +258,7 @@ async function prepareAndBoot(opts: BootOptions, result: BootResult, run: RunSta
 /** Everything before QEMU starts, the independent parts at the same time. */
 async function prepare(opts: BootOptions, result: BootResult, run: RunState): Promise<Prepared> {
   const { tmp, reporter } = run;
-  const expects = compilePatterns(
-    opts.expect?.length ? opts.expect : opts.ssh !== undefined ? [] : [DEFAULT_EXPECT],
-    "--expect",
-  );
-  const rules = { expects, fails: failureRules(opts.fail ?? []) };
-  result.expects = expects.map((r) => ({ pattern: r.pattern, seen: false }));
+  const rules = verdictRules(opts, result);
   const net = opts.ssh !== undefined ? "user" : (opts.net ?? "none");
   await checkOutputs(opts);
 
@@ -296,8 +303,18 @@ async function prepare(opts: BootOptions, result: BootResult, run: RunState): Pr
   }
 }
 
+/** The --expect and --fail rules (compiled: a bad regex is an error before anything runs). */
+export function verdictRules(opts: BootOptions, result: BootResult): Prepared["rules"] {
+  const expects = compilePatterns(
+    opts.expect?.length ? opts.expect : opts.ssh !== undefined ? [] : [DEFAULT_EXPECT],
+    "--expect",
+  );
+  result.expects = expects.map((r) => ({ pattern: r.pattern, seen: false }));
+  return { expects, fails: failureRules(opts.fail ?? []) };
+}
+
 /** --console-log and --junit must be writable before the guest runs, not after. */
-async function checkOutputs(opts: BootOptions): Promise<void> {
+export async function checkOutputs(opts: BootOptions): Promise<void> {
   for (const [flag, file] of [
     ["--console-log", opts.consoleLog],
     ["--junit", opts.junit],
@@ -312,7 +329,7 @@ async function checkOutputs(opts: BootOptions): Promise<void> {
 }
 
 /** Like Promise.all, but settles only when every promise has (so nothing runs on after). */
-async function settleAll<T extends readonly unknown[]>(
+export async function settleAll<T extends readonly unknown[]>(
   ps: { [K in keyof T]: Promise<T[K]> },
 ): Promise<T> {
   const rs = await Promise.allSettled(ps);
@@ -328,7 +345,7 @@ async function settleAll<T extends readonly unknown[]>(
   return rs.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
-async function prepareConfig(
+export async function prepareConfig(
   opts: BootOptions,
   tmp: string,
   signal: AbortSignal,
@@ -450,12 +467,71 @@ type Outcome =
   | { kind: "pass" }
   | { kind: "fail"; reason: string; match?: Match }
   | { kind: "timeout" }
-  | { kind: "exited"; exitCode?: number; signal?: string }
+  | { kind: "exited"; exitCode?: number; signal?: string; description?: string }
   | { kind: "interrupted" };
+
+/**
+ * A running guest, wherever it runs: its serial console as a byte stream (handed over
+ * paused, so nothing is lost before the watcher listens), how it ended, and how to stop it.
+ * Local QEMU and a remote libvirt domain both become one of these.
+ */
+export interface Guest {
+  console: Readable;
+  /** Settles when the guest is gone (QEMU exited, domain shut off). */
+  exited: Promise<{ exitCode?: number; signal?: string; description?: string }>;
+  /** The last of QEMU's stderr, for messages. */
+  stderr(): string;
+  /** Stop the guest (idempotent); resolves once it is gone. */
+  stop(): Promise<void>;
+}
+
+function startLocalQemu(program: string, args: string[]): Guest {
+  const child = track(
+    spawnStreaming(program, args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" }),
+  );
+  let stderr = "";
+  child.stderr?.on("data", (b: Buffer) => {
+    stderr = (stderr + b.toString()).slice(-8192);
+  });
+  const exited = (async () => {
+    const r = await child;
+    // Let the console stream deliver its last bytes first.
+    if (child.stdout && !child.stdout.readableEnded)
+      await new Promise<void>((r) => {
+        child.stdout?.once("close", r);
+        child.stdout?.once("end", r);
+        if (child.stdout?.readableEnded || child.stdout?.destroyed) r();
+      });
+    return { exitCode: r.exitCode, signal: r.signal };
+  })();
+  return {
+    console: child.stdout as Readable,
+    exited,
+    stderr: () => stderr,
+    stop: async () => {
+      // SIGTERM, and execa follows up with SIGKILL after 5 s.
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      await child;
+    },
+  };
+}
 
 async function runWatched(
   prepared: Prepared,
   args: string[],
+  opts: BootOptions,
+  result: BootResult,
+  run: RunState,
+): Promise<void> {
+  const guest = startLocalQemu(prepared.program, args);
+  run.stopQemu = () => guest.stop();
+  await superviseGuest(guest, prepared, opts, result, run);
+}
+
+/** Watch a started guest's console to a verdict (and run --ssh), then stop it. */
+export async function superviseGuest(
+  guest: Guest,
+  prepared: Pick<Prepared, "rules" | "key">,
   opts: BootOptions,
   result: BootResult,
   run: RunState,
@@ -470,20 +546,10 @@ async function runWatched(
     result.consoleLog = opts.consoleLog;
     run.closeLog = () => new Promise<void>((resolve) => log.end(resolve));
   }
-  // Start QEMU first; everything below only wires up listeners.
   const started = Date.now();
-  const child = track(
-    spawnStreaming(prepared.program, args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" }),
-  );
-  run.stopQemu = async () => {
-    // SIGTERM, and execa follows up with SIGKILL after 5 s.
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-    await child;
-  };
   const elapsed = () => Math.round((Date.now() - started) / 1000);
   let sshOk = opts.ssh === undefined;
   const sshAbort = new AbortController();
-  let stderr = "";
 
   const outcome = await new Promise<Outcome>((resolve) => {
     let done = false;
@@ -505,20 +571,11 @@ async function runWatched(
       decide(w);
     });
     run.watcher = watcher;
-    child.stdout?.on("data", (b: Buffer) => {
+    guest.console.on("data", (b: Buffer) => {
       log?.write(b);
       watcher.push(b);
     });
-    // spawnStreaming hands stdout over paused (so no byte is lost before we listen).
-    child.stdout?.resume();
-    const stdoutEnded = new Promise<void>((r) => {
-      if (!child.stdout) r();
-      child.stdout?.once("close", r);
-      child.stdout?.once("end", r);
-    });
-    child.stderr?.on("data", (b: Buffer) => {
-      stderr = (stderr + b.toString()).slice(-8192);
-    });
+    guest.console.resume();
     const timer = setTimeout(() => finish({ kind: "timeout" }), timeoutMs);
     const ticker = setInterval(
       () => reporter.status?.(`boot ${elapsed()}s: ${watcher.lastLine}`),
@@ -528,11 +585,10 @@ async function runWatched(
     const onAbort = () => finish({ kind: "interrupted" });
     if (opts.signal?.aborted) onAbort();
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    child.then(async (r) => {
-      await stdoutEnded;
+    guest.exited.then((r) => {
       watcher.end();
       decide(watcher);
-      finish({ kind: "exited", exitCode: r.exitCode, signal: r.signal });
+      finish({ kind: "exited", ...r });
     });
     if (opts.ssh !== undefined && prepared.key && result.sshPort) {
       const command = opts.ssh;
@@ -553,12 +609,13 @@ async function runWatched(
   const watcher = run.watcher as ConsoleWatcher;
   // The verdict is known; let the line that decided it finish (for the log), briefly.
   if (outcome.kind === "pass" || outcome.kind === "fail") await watcher.lineEnd(250);
-  await run.stopQemu();
+  await guest.stop();
   result.expects = prepared.rules.expects.map((r, i) => {
     const m = watcher.seen[i];
     return { pattern: r.pattern, seen: m !== undefined, line: m?.line, seconds: m?.seconds };
   });
-  const r = await child;
+  const r = await guest.exited;
+  const stderr = guest.stderr();
   result.qemu = {
     exitCode: r.exitCode,
     signal: r.signal,
@@ -603,6 +660,12 @@ async function runWatched(
         outcome.exitCode !== undefined
           ? `exit code ${outcome.exitCode}`
           : `signal ${outcome.signal}`;
+      if (outcome.description) {
+        result.verdict = "fail";
+        result.exitCode = QEMU_EXIT.FAILED;
+        result.reason = `${outcome.description} after ${took}, before ${missing() || "ssh answered"} was seen${watcher.lastLine ? `; last console line: ${watcher.lastLine}` : ""}`;
+        return;
+      }
       if (watcher.bytes === 0 && outcome.exitCode !== 0) {
         // Nothing reached the console: QEMU itself refused (bad option, image, firmware).
         result.verdict = "error";

@@ -13,6 +13,7 @@ import { type BootResult, bootTest, killRunningQemu, QEMU_EXIT } from "./boot.js
 import { shellQuote } from "./command.js";
 import type { BootInput } from "./image.js";
 import { parseDuration } from "./index.js";
+import type { RemoteOptions } from "./remote.js";
 
 function notStarted(message: string, hint?: string): ProvisionError {
   return new ProvisionError(message, { hint, exitCode: QEMU_EXIT.NOT_STARTED });
@@ -87,6 +88,10 @@ export function verdictLines(
   }
   if (r.consoleLog) lines.push(`${p}  console log: ${r.consoleLog}`);
   if (r.keptDir) lines.push(`${p}  kept: ${r.keptDir} (overlay.qcow2, firmware VARS, config.ign)`);
+  if (r.remote?.kept)
+    lines.push(
+      `${p}  kept on ${r.remote.host}: domain ${r.remote.domain} (virsh undefine --nvram ${r.remote.domain}) and ${r.remote.dir}`,
+    );
   return lines;
 }
 
@@ -158,6 +163,26 @@ export function registerQemuTest(program: Command): Command {
       "--print-command",
       "prepare everything, print the QEMU command line and exit (files kept)",
     )
+    .option(
+      "--connect <uri>",
+      "run on a libvirt host instead: qemu+ssh://user@host/system (the image argument is then a path there, unless --upload-image)",
+    )
+    .option(
+      "--upload-image",
+      "with --connect: send the local image (decompressed, as qcow2) over SFTP",
+    )
+    .option(
+      "--remote-dir <dir>",
+      "with --connect: where run directories go on the host",
+      "/var/lib/libvirt/images/provision",
+    )
+    .option(
+      "--identity <file>",
+      "with --connect: SSH private key (repeatable; default: the agent, then ~/.ssh/id_*)",
+      collect,
+    )
+    .option("--known-hosts <file>", "with --connect: check the host key against this file")
+    .option("--insecure-host-key", "with --connect: do not check the host key (warns)")
     .option("-q, --quiet", "no progress output")
     .addHelpText(
       "after",
@@ -170,12 +195,19 @@ Examples:
   provision qemu-test disk.img -i config.ign --ssh 'systemctl is-system-running --wait'
   provision qemu-test disk.img -i config.ign --interactive    try a config by hand
   provision flash disk.img -i config.ign --then-test          write, then boot what was written
+  provision qemu-test --connect qemu+ssh://root@virthost/system --upload-image disk.img -i config.ign
 
 The guest boots from a qcow2 overlay in a private temp dir, so the image or disk is never
 written. aarch64: -M virt -cpu cortex-a57 with AAVMF; x86_64: q35 with OVMF (--bios:
 SeaBIOS). Failure patterns built in (as coreos-assembler's kola): emergency shell, dracut
 giving up, kernel panic, Oops, Go panic, SIGSEGV, systemd ordering cycle, OOM killer,
 Ignition failing to fetch its config.
+
+--connect: one SSH connection (host key checked against known_hosts first); the config
+(and with --upload-image the image) go over SFTP into a 0711 run directory under
+--remote-dir; virsh on the host defines and starts a domain with the config on fw_cfg
+(<qemu:commandline>) and the serial console in a file that is streamed back. The domain is
+destroyed and undefined and the directory removed afterwards, unless --keep.
 
 Exit codes: 0 pass, 1 boot failed (a failure pattern, QEMU exited early, --ssh command
 failed), 2 timeout, 3 could not start (missing qemu or firmware, bad input, invalid
@@ -220,6 +252,7 @@ Ignition config), 130 interrupted.`,
           keep: Boolean(o.keep),
           interactive: Boolean(o.interactive),
           printCommand: Boolean(o.printCommand),
+          remote: remoteOptions(o),
           reporter,
           signal,
         });
@@ -249,6 +282,26 @@ Ignition config), 130 interrupted.`,
       }
       process.exitCode = result.exitCode;
     });
+}
+
+function remoteOptions(o: Record<string, unknown>): RemoteOptions | undefined {
+  const only = ["uploadImage", "identity", "knownHosts", "insecureHostKey"] as const;
+  if (o.connect === undefined) {
+    const stray = only.find((k) => o[k] !== undefined);
+    if (stray)
+      throw notStarted(
+        `--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} only means something with --connect`,
+      );
+    return undefined;
+  }
+  return {
+    connect: String(o.connect),
+    remoteDir: o.remoteDir as string | undefined,
+    uploadImage: Boolean(o.uploadImage),
+    identities: o.identity as string[] | undefined,
+    knownHosts: o.knownHosts as string | undefined,
+    insecureHostKey: Boolean(o.insecureHostKey),
+  };
 }
 
 /** For cli.ts: commander's own usage errors for qemu-test are "could not start" too. */

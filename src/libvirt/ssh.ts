@@ -1,0 +1,346 @@
+/**
+ * One SSH connection to a libvirt host (the `ssh2` library, no `ssh` binary): the host key
+ * is checked against known_hosts before anything is sent, then commands run over exec
+ * channels and files move over SFTP with an explicit mode (never the remote umask's).
+ */
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import ssh2, { type ConnectConfig, type SFTPWrapper } from "ssh2";
+import { describeError, ProvisionError } from "../errors.js";
+import { checkHostKey, type HostKeyVerdict, knownHostsName } from "./known-hosts.js";
+
+export interface SshTarget {
+  host: string;
+  port: number;
+  user: string;
+}
+
+export interface ConnectOptions {
+  /** Private key files to offer, in order (after the agent). Default: ~/.ssh/id_{ed25519,ecdsa,rsa}. */
+  identities?: string[];
+  /** known_hosts files. Default: ~/.ssh/known_hosts, /etc/ssh/ssh_known_hosts. */
+  knownHosts?: string[];
+  /** Accept any host key (the caller warns). */
+  insecureHostKey?: boolean;
+  signal?: AbortSignal;
+  /** Connect timeout. */
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal?: string;
+  stdout: string;
+  stderr: string;
+}
+
+/** A remote command's output, as it arrives. */
+export interface RemoteProcess {
+  stdout: Readable;
+  /** Settles when the command ends (or the channel closes). */
+  done: Promise<{ code: number | null; signal?: string; stderr: string }>;
+  /** Close the channel (the remote command gets SIGHUP). */
+  close(): void;
+}
+
+// ssh2 is CommonJS: its named exports exist only on the default export under plain Node.
+const { Client, utils } = ssh2;
+type Client = InstanceType<typeof Client>;
+
+function keyTypeOf(blob: Buffer): string {
+  const len = blob.readUInt32BE(0);
+  return blob.subarray(4, 4 + len).toString("ascii");
+}
+
+/** sh -c quoting for one argument. */
+export function q(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function defaultIdentities(): string[] {
+  const dir = join(homedir(), ".ssh");
+  return ["id_ed25519", "id_ecdsa", "id_rsa"].map((f) => join(dir, f)).filter((f) => existsSync(f));
+}
+
+function defaultKnownHosts(): string[] {
+  return [join(homedir(), ".ssh", "known_hosts"), "/etc/ssh/ssh_known_hosts"];
+}
+
+export class RemoteHost {
+  private sftpSession?: Promise<SFTPWrapper>;
+  /** What the host-key check decided (for the caller's report). */
+  hostKey?: { type: string; verdict: HostKeyVerdict["kind"] | "skipped" };
+
+  private constructor(
+    readonly target: SshTarget,
+    private readonly client: Client,
+  ) {}
+
+  get label(): string {
+    return `${this.target.user}@${knownHostsName(this.target.host, this.target.port)}`;
+  }
+
+  static async connect(target: SshTarget, opts: ConnectOptions = {}): Promise<RemoteHost> {
+    const client = new Client();
+    const remote = new RemoteHost(target, client);
+    const where = remote.label;
+    const knownHosts = opts.knownHosts ?? defaultKnownHosts();
+    let hostKeyError: ProvisionError | undefined;
+
+    const identityFiles = opts.identities ?? defaultIdentities();
+    const keys: { file: string; key: Buffer }[] = [];
+    for (const file of identityFiles) {
+      let key: Buffer;
+      try {
+        key = await readFile(file);
+      } catch (err) {
+        if (opts.identities) throw new ProvisionError(`identity ${file}: ${describeError(err)}`);
+        continue;
+      }
+      const parsed = utils.parseKey(key);
+      if (parsed instanceof Error) {
+        // An encrypted key needs its passphrase; the agent is the way to use it.
+        if (opts.identities)
+          throw new ProvisionError(`identity ${file}: ${parsed.message}`, {
+            hint: "an encrypted key must be loaded into ssh-agent (ssh-add) instead",
+          });
+        continue;
+      }
+      keys.push({ file, key });
+    }
+    const methods: NonNullable<ConnectConfig["authHandler"]> = [];
+    if (process.env.SSH_AUTH_SOCK)
+      methods.push({
+        type: "agent",
+        username: target.user,
+        agent: process.env.SSH_AUTH_SOCK,
+      } as never);
+    for (const k of keys)
+      methods.push({ type: "publickey", username: target.user, key: k.key } as never);
+    if (methods.length === 0)
+      throw new ProvisionError(`no SSH key to log in to ${where} with`, {
+        hint: "start ssh-agent and ssh-add a key, or pass --identity FILE (or ?keyfile= in the URI)",
+      });
+
+    const config: ConnectConfig = {
+      host: target.host,
+      port: target.port,
+      username: target.user,
+      readyTimeout: opts.timeoutMs ?? 20_000,
+      keepaliveInterval: 15_000,
+      authHandler: methods,
+      hostVerifier: (key: Buffer, verify: (ok: boolean) => void) => {
+        const type = keyTypeOf(key);
+        const blob = key.toString("base64");
+        if (opts.insecureHostKey) {
+          remote.hostKey = { type, verdict: "skipped" };
+          verify(true);
+          return;
+        }
+        checkHostKey(knownHosts, target.host, target.port, type, blob).then(
+          (v) => {
+            remote.hostKey = { type, verdict: v.kind };
+            if (v.kind === "match") return verify(true);
+            const name = knownHostsName(target.host, target.port);
+            if (v.kind === "mismatch")
+              hostKeyError = new ProvisionError(
+                `the ${type} host key of ${name} does not match ${v.file}:${v.line}: refusing to connect (the host was reinstalled, or someone is in between)`,
+                {
+                  hint: `if the host really changed, remove the old key with: ssh-keygen -R '${name}' -f ${v.file}`,
+                },
+              );
+            else if (v.kind === "revoked")
+              hostKeyError = new ProvisionError(
+                `the host key of ${name} is marked @revoked in ${v.file}:${v.line}: refusing to connect`,
+              );
+            else
+              hostKeyError = new ProvisionError(
+                `the host key of ${name} (${type}) is not in ${knownHosts.join(" or ")}: refusing to connect`,
+                {
+                  hint: `connect once with ssh ${target.port === 22 ? "" : `-p ${target.port} `}${target.user}@${target.host} to check and record it, or pass --insecure-host-key`,
+                },
+              );
+            verify(false);
+          },
+          (err) => {
+            hostKeyError = new ProvisionError(`known_hosts: ${describeError(err)}`);
+            verify(false);
+          },
+        );
+      },
+    } as ConnectConfig;
+
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        client.end();
+        reject(new ProvisionError("interrupted"));
+      };
+      if (opts.signal?.aborted) return onAbort();
+      opts.signal?.addEventListener("abort", onAbort, { once: true });
+      client.once("ready", () => {
+        opts.signal?.removeEventListener("abort", onAbort);
+        resolve();
+      });
+      client.once("error", (err: Error & { level?: string }) => {
+        opts.signal?.removeEventListener("abort", onAbort);
+        if (hostKeyError) return reject(hostKeyError);
+        if (err.level === "client-authentication")
+          return reject(
+            new ProvisionError(`${where} did not accept any of our SSH keys`, {
+              hint: `tried ${[process.env.SSH_AUTH_SOCK ? "the agent" : "", ...keys.map((k) => k.file)].filter(Boolean).join(", ")}; pass --identity FILE`,
+            }),
+          );
+        reject(new ProvisionError(`cannot connect to ${where}: ${describeError(err)}`));
+      });
+      client.connect(config);
+    });
+    return remote;
+  }
+
+  /** Run a command (a `sh -c` string); collects its output. */
+  async exec(command: string, opts: { signal?: AbortSignal } = {}): Promise<ExecResult> {
+    const p = this.stream(command);
+    const chunks: Buffer[] = [];
+    p.stdout.on("data", (b: Buffer) => chunks.push(b));
+    const onAbort = () => p.close();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      const r = await p.done;
+      return { ...r, stdout: Buffer.concat(chunks).toString("utf8") };
+    } finally {
+      opts.signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Run a command and fail with its last stderr line when it exits non-zero. */
+  async check(command: string, what: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
+    const r = await this.exec(command, opts);
+    if (r.code !== 0) {
+      const last =
+        r.stderr.trim().split("\n").pop()?.trim() || r.stdout.trim().split("\n").pop()?.trim();
+      throw new ProvisionError(
+        `${this.label}: ${what} failed (exit ${r.code ?? r.signal})${last ? `: ${last}` : ""}`,
+      );
+    }
+    return r.stdout;
+  }
+
+  /** Start a command and hand back its stdout as a stream. */
+  stream(command: string): RemoteProcess {
+    let closeChannel: () => void = () => {};
+    const out = new PassThrough();
+    const done = new Promise<{ code: number | null; signal?: string; stderr: string }>(
+      (resolve, reject) => {
+        this.client.exec(command, (err, channel) => {
+          if (err) {
+            out.end();
+            return reject(
+              new ProvisionError(`${this.label}: cannot run a command: ${err.message}`),
+            );
+          }
+          closeChannel = () => channel.close();
+          let stderr = "";
+          let code: number | null = null;
+          let signal: string | undefined;
+          channel.stderr.on("data", (b: Buffer) => {
+            stderr = (stderr + b.toString()).slice(-16384);
+          });
+          channel.on("exit", (c: number | null, s?: string) => {
+            code = c;
+            signal = s ?? undefined;
+          });
+          channel.pipe(out);
+          channel.on("close", () => resolve({ code, signal, stderr }));
+        });
+      },
+    );
+    return { stdout: out, done, close: () => closeChannel() };
+  }
+
+  private sftp(): Promise<SFTPWrapper> {
+    this.sftpSession ??= new Promise((resolve, reject) =>
+      this.client.sftp((err, s) =>
+        err
+          ? reject(new ProvisionError(`${this.label}: SFTP is not available: ${err.message}`))
+          : resolve(s),
+      ),
+    );
+    return this.sftpSession;
+  }
+
+  /** mkdir -p with a mode for the directories it creates. */
+  async mkdirp(dir: string, mode: number): Promise<void> {
+    const s = await this.sftp();
+    const parts = dir.split("/").filter(Boolean);
+    let path = "";
+    for (const part of parts) {
+      path += `/${part}`;
+      const exists = await new Promise<boolean>((resolve) => s.stat(path, (err) => resolve(!err)));
+      if (exists) continue;
+      await new Promise<void>((resolve, reject) =>
+        s.mkdir(path, { mode }, (err) =>
+          err
+            ? reject(new ProvisionError(`${this.label}: mkdir ${path}: ${err.message}`))
+            : resolve(),
+        ),
+      );
+      await this.chmod(path, mode);
+    }
+  }
+
+  async chmod(path: string, mode: number): Promise<void> {
+    const s = await this.sftp();
+    await new Promise<void>((resolve, reject) =>
+      s.chmod(path, mode, (err) =>
+        err
+          ? reject(new ProvisionError(`${this.label}: chmod ${path}: ${err.message}`))
+          : resolve(),
+      ),
+    );
+  }
+
+  /**
+   * Upload a local file with this mode: ssh2's fastPut sets it with fchmod after the
+   * upload (chmod on servers without it), so the server's umask does not decide it.
+   * `onBytes` sees the running total.
+   */
+  async upload(
+    local: string,
+    remote: string,
+    mode: number,
+    onBytes?: (sent: number, total: number) => void,
+  ): Promise<void> {
+    const s = await this.sftp();
+    await new Promise<void>((resolve, reject) =>
+      s.fastPut(
+        local,
+        remote,
+        {
+          mode,
+          concurrency: 64,
+          chunkSize: 32768,
+          step: onBytes
+            ? (sent: number, _chunk: number, total: number) => onBytes(sent, total)
+            : undefined,
+        },
+        (err) =>
+          err
+            ? reject(new ProvisionError(`${this.label}: upload ${remote}: ${describeError(err)}`))
+            : resolve(),
+      ),
+    );
+  }
+
+  /** Does a path exist on the host? */
+  async exists(path: string): Promise<boolean> {
+    const s = await this.sftp();
+    return await new Promise<boolean>((resolve) => s.stat(path, (err) => resolve(!err)));
+  }
+
+  close(): void {
+    this.client.end();
+  }
+}
