@@ -13,8 +13,11 @@ PACKAGES=(xz-utils zstd bzip2 gzip gdisk fdisk mtools dosfstools e2fsprogs gnupg
   ignition btrfs-progs util-linux mount coreutils time shellcheck systemd strace
   qemu-system-arm qemu-efi-aarch64 qemu-utils grub-common cpio binutils
   qemu-system-x86 ovmf seabios libxml2-utils openssh-client
-  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients openssh-server)
-# libvirt and sshd: the qemu-test --connect tests run a real libvirtd (started by the test
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients openssh-server
+  syslinux syslinux-common ipxe)
+# pxe-stick: syslinux (BIOS boot) and bookworm's ipxe (ipxe.lkrn; its 2019 EFI build is
+# the one the tests expect to be refused); the tests' iPXE EFI comes from Debian trixie
+# (fixtures/build-pxe-fixture.sh). libvirt and sshd: the qemu-test --connect tests run a real libvirtd (started by the test
 # when none runs: there may be no systemd) behind a throw-away sshd on 127.0.0.1.
 # The QEMU boot fixture is built from Debian arm64 packages (downloaded, never installed).
 need_update=""

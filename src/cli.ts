@@ -9,6 +9,7 @@ import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
 import { EXIT, ProvisionError } from "./errors.js";
 import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
+import { registerPxeStick } from "./ipxe/cli.js";
 import {
   fixMbr,
   formatTables,
@@ -271,6 +272,7 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
     });
 
   registerQemuTest(program);
+  registerPxeStick(program, { version: VERSION, makeReporter, interruptSignal });
 
   const cache = program
     .command("cache")

@@ -34,6 +34,8 @@ const PACKAGE_OF: Record<string, string> = {
   tar: "tar",
   unzip: "unzip",
   "mkfs.vfat": "dosfstools",
+  syslinux: "syslinux",
+  dumpe2fs: "e2fsprogs",
   dd: "coreutils",
   "ignition-validate": "ignition",
   "qemu-system-aarch64": "qemu-system-arm",

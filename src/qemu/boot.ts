@@ -91,6 +91,8 @@ export interface BootOptions {
   ignitionFile?: string;
   memoryMiB?: number;
   cpus?: number;
+  /** Attach the disk as a USB stick instead of virtio-blk (a pxe-stick, a live USB). */
+  usb?: boolean;
   net?: "none" | "user";
   /** Run this command over SSH as `core` once sshd answers (implies net "user"). */
   ssh?: string;
@@ -288,6 +290,7 @@ async function prepare(opts: BootOptions, result: BootResult, run: RunState): Pr
       memoryMiB: result.memoryMiB,
       cpus: result.cpus,
       disk: disk.overlay,
+      usb: opts.usb,
       ignition: config.file ? { file: config.file, fwCfgName: FW_CFG_NAME[os] } : undefined,
       net: net === "user" ? { sshPort } : undefined,
       interactive: opts.interactive,

@@ -124,6 +124,7 @@ export function registerQemuTest(program: Command): Command {
       ).choices(["fcos", "flatcar"]),
     )
     .option("--bios", "x86_64: boot with SeaBIOS instead of UEFI (OVMF)")
+    .option("--usb", "attach the disk as a USB stick (xHCI) instead of virtio, e.g. a pxe-stick")
     .addOption(
       new Option("--accel <accel>", "accelerator; auto = KVM only when a probe shows it works")
         .choices(["auto", "kvm", "tcg"])
@@ -238,6 +239,7 @@ Ignition config), 130 interrupted.`,
           arch: o.arch as Arch | undefined,
           os: o.os as OsName | undefined,
           bios: Boolean(o.bios),
+          usb: Boolean(o.usb),
           accel: o.accel as AccelChoice,
           ignitionFile: o.ignition as string | undefined,
           memoryMiB: positiveInt(o.memory, "--memory"),

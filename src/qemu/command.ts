@@ -20,6 +20,8 @@ export interface MachineSpec {
 export interface QemuSpec extends MachineSpec {
   /** The qcow2 overlay the guest boots from. */
   disk: string;
+  /** Attach it as a USB stick (qemu-xhci + usb-storage) instead of virtio-blk. */
+  usb?: boolean;
   /** The Ignition config file and the fw_cfg name it goes under. */
   ignition?: { file: string; fwCfgName: string };
   /** User networking; with a host port forwarded to the guest's SSH port. */
@@ -65,7 +67,17 @@ export function machineArgs(m: MachineSpec): string[] {
 export function qemuArgs(spec: QemuSpec): string[] {
   const args = machineArgs(spec);
   // cache=unsafe: the overlay is thrown away, so its writes need no flushing.
-  args.push("-drive", `if=virtio,format=qcow2,cache=unsafe,file=${p(spec.disk)}`);
+  if (spec.usb) {
+    // The way a PC sees a boot stick: on an xHCI controller, first in the boot order.
+    args.push(
+      "-device",
+      "qemu-xhci,id=xhci",
+      "-drive",
+      `if=none,id=stick,format=qcow2,cache=unsafe,file=${p(spec.disk)}`,
+      "-device",
+      "usb-storage,bus=xhci.0,drive=stick,bootindex=0",
+    );
+  } else args.push("-drive", `if=virtio,format=qcow2,cache=unsafe,file=${p(spec.disk)}`);
   if (spec.ignition) {
     args.push("-fw_cfg", `name=${spec.ignition.fwCfgName},file=${p(spec.ignition.file)}`);
   }

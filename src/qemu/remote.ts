@@ -84,6 +84,8 @@ export async function bootRemote(
       "--ssh does not work with --connect (the guest's SSH port is not forwarded to this machine)",
       "use --expect with a line your config prints",
     );
+  if (opts.usb)
+    throw new UsageError("--usb does not work with --connect", "boot the stick locally");
   if (opts.printCommand)
     throw new UsageError(
       "--print-command does not work with --connect",

@@ -63,27 +63,33 @@ export async function resolveImage(
   return await resolveFcos(req, arch, opts);
 }
 
+/** The FCOS stream metadata document (cached like every metadata fetch). */
+async function fetchStream(
+  req: Pick<ImageRequest, "stream" | "streamBaseUrl">,
+  opts: { offline?: boolean; reporter?: Reporter; signal?: AbortSignal },
+): Promise<{ stream: string; url: string; doc: unknown }> {
+  const stream = req.stream ?? "stable";
+  if (!(FCOS_STREAMS as readonly string[]).includes(stream))
+    throw new UsageError(
+      `unknown FCOS stream "${stream}"`,
+      `use one of: ${FCOS_STREAMS.join(", ")}`,
+    );
+  const base = (req.streamBaseUrl ?? DEFAULT_STREAM_BASE).replace(/\/+$/, "");
+  const url = `${base}/streams/${stream}.json`;
+  const text = await fetchMetadata(url, opts);
+  try {
+    return { stream, url, doc: JSON.parse(text) };
+  } catch {
+    throw new UsageError(`${url} is not valid JSON; is --stream-base-url right?`);
+  }
+}
+
 async function resolveFcos(
   req: ImageRequest,
   arch: Arch,
   opts: { offline?: boolean; reporter?: Reporter; signal?: AbortSignal },
 ): Promise<ResolvedImage> {
-  const stream = req.stream ?? "stable";
-  if (!(FCOS_STREAMS as readonly string[]).includes(stream)) {
-    throw new UsageError(
-      `unknown FCOS stream "${stream}"`,
-      `use one of: ${FCOS_STREAMS.join(", ")}`,
-    );
-  }
-  const base = (req.streamBaseUrl ?? DEFAULT_STREAM_BASE).replace(/\/+$/, "");
-  const url = `${base}/streams/${stream}.json`;
-  const text = await fetchMetadata(url, opts);
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch {
-    throw new UsageError(`${url} is not valid JSON; is --stream-base-url right?`);
-  }
+  const { stream, url, doc } = await fetchStream(req, opts);
   const format = req.sector4k ? "4k.raw.xz" : "raw.xz";
   // .architectures[arch].artifacts.metal.formats["raw.xz"].disk
   const archs = (doc as { architectures?: Record<string, unknown> }).architectures;
@@ -150,5 +156,99 @@ async function resolveFlatcar(
     os: "flatcar",
     arch,
     release: version,
+  };
+}
+
+/** What an iPXE script fetches and boots: a kernel, its initrds and the OS's own kernel args. */
+export interface PxeBoot {
+  kernel: string;
+  initrds: { url: string; name?: string }[];
+  /** Without ignition.config.url (the caller adds it). */
+  kernelArgs: string[];
+  description: string;
+  os: OsName;
+  arch: Arch;
+}
+
+export interface PxeRequest
+  extends Pick<
+    ImageRequest,
+    "stream" | "channel" | "release" | "streamBaseUrl" | "flatcarBaseUrl"
+  > {
+  os: OsName;
+  arch: Arch;
+  /**
+   * A mirror: the directory the kernel, initramfs (and FCOS rootfs) files are in, by the
+   * same file names as upstream.
+   */
+  baseUrl?: string;
+}
+
+/**
+ * The PXE artifacts. Flatcar: `<base>/<board>/<release>/flatcar_production_pxe.vmlinuz`
+ * and `..._pxe_image.cpio.gz`, with release "current" left as is so every boot gets the
+ * newest (nothing is fetched now). FCOS: the live PXE kernel, initramfs and rootfs of the
+ * stream's current release, from the stream metadata (so the stick pins that release).
+ */
+export async function resolvePxe(
+  req: PxeRequest,
+  opts: { offline?: boolean; reporter?: Reporter; signal?: AbortSignal } = {},
+): Promise<PxeBoot> {
+  const mirror = req.baseUrl?.replace(/\/+$/, "");
+  if (req.os === "flatcar") {
+    const channel = req.channel ?? "stable";
+    if (!(FLATCAR_CHANNELS as readonly string[]).includes(channel))
+      throw new UsageError(
+        `unknown Flatcar channel "${channel}"`,
+        `use one of: ${FLATCAR_CHANNELS.join(", ")}`,
+      );
+    const release = req.release ?? "current";
+    if (release !== "current" && !/^\d+\.\d+\.\d+$/.test(release))
+      throw new UsageError(`--release must be "current" or X.Y.Z, got "${release}"`);
+    const board = req.arch === "aarch64" ? "arm64-usr" : "amd64-usr";
+    // Flatcar's own iPXE examples use http: iPXE's https needs trust roots built in.
+    const base =
+      mirror ??
+      `${(req.flatcarBaseUrl ?? `http://${channel}.release.flatcar-linux.net`).replace(/\/+$/, "")}/${board}/${release}`;
+    return {
+      kernel: `${base}/flatcar_production_pxe.vmlinuz`,
+      initrds: [{ url: `${base}/flatcar_production_pxe_image.cpio.gz` }],
+      kernelArgs: ["initrd=flatcar_production_pxe_image.cpio.gz", "flatcar.first_boot=1"],
+      description: `Flatcar ${channel} ${release} ${req.arch}`,
+      os: "flatcar",
+      arch: req.arch,
+    };
+  }
+  const { stream, url, doc } = await fetchStream(req, opts);
+  type Loc = { location?: string };
+  const metal = (
+    doc as {
+      architectures?: Record<
+        string,
+        { artifacts?: { metal?: { release?: string; formats?: { pxe?: Record<string, Loc> } } } }
+      >;
+    }
+  ).architectures?.[req.arch]?.artifacts?.metal;
+  const pxe = metal?.formats?.pxe;
+  const kernel = pxe?.kernel?.location;
+  const initramfs = pxe?.initramfs?.location;
+  const rootfs = pxe?.rootfs?.location;
+  if (!kernel || !initramfs || !rootfs)
+    throw new UsageError(
+      `FCOS ${stream} ${req.arch} has no PXE kernel, initramfs and rootfs in ${url}`,
+    );
+  const at = (u: string) => (mirror ? `${mirror}/${u.slice(u.lastIndexOf("/") + 1)}` : u);
+  return {
+    kernel: at(kernel),
+    initrds: [{ url: at(initramfs), name: "main" }],
+    kernelArgs: [
+      "initrd=main",
+      `coreos.live.rootfs_url=${at(rootfs)}`,
+      "ignition.firstboot",
+      "ignition.platform.id=metal",
+    ],
+    description: `Fedora CoreOS ${stream} ${metal?.release ?? ""} ${req.arch}`.replace(/\s+/g, " "),
+    os: "fcos",
+    arch: req.arch,
   };
 }

@@ -7,26 +7,31 @@ import type { ImageRequest } from "./index.js";
 
 export const collect = (value: string, previous: string[] = []) => [...previous, value];
 
-export function addImageSourceOptions(cmd: Command, imageUrlHelp: string): Command {
+/** Which release: FCOS stream, Flatcar channel and release, and the hosts they come from. */
+export function addReleaseOptions(cmd: Command): Command {
   return cmd
     .option("--stream <stream>", "FCOS stream: stable, testing, next", "stable")
     .option("--channel <channel>", "Flatcar channel: stable, beta, alpha", "stable")
     .option("--release <release>", "Flatcar release: current or X.Y.Z", "current")
-    .option("--image-url <url|path>", imageUrlHelp)
-    .option("--sha256 <hex>", "expected sha256 of the --image-url file")
     .option(
       "--stream-base-url <url>",
       "FCOS stream metadata host",
       "https://builds.coreos.fedoraproject.org",
     )
     .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
+    .option("--offline", "use only the cache; never touch the network");
+}
+
+export function addImageSourceOptions(cmd: Command, imageUrlHelp: string): Command {
+  return addReleaseOptions(cmd)
+    .option("--image-url <url|path>", imageUrlHelp)
+    .option("--sha256 <hex>", "expected sha256 of the --image-url file")
     .option(
       "--keyring <file>",
       "GPG keyring/public key to check the image signature (repeatable)",
       collect,
     )
-    .option("--require-signature", "fail unless the image signature was verified")
-    .option("--offline", "use only the cache; never touch the network");
+    .option("--require-signature", "fail unless the image signature was verified");
 }
 
 export interface ImageSourceOptions {

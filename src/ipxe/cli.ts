@@ -1,0 +1,262 @@
+/**
+ * `provision pxe-stick`: flags and output. The work is in ./index.ts. Secret values are
+ * never printed: the report has names only, and reproduce.sh is given the flags without
+ * --secret/--ssh-key/--secrets-* (the secrets come back from the volume itself).
+ */
+import { type Command, Option } from "commander";
+import { EXIT, UsageError } from "../errors.js";
+import type { Reporter } from "../progress/index.js";
+import type { Arch, OsName } from "../source/index.js";
+import { addReleaseOptions, collect } from "../source/options.js";
+import { SECRETS_MOUNTPOINT } from "./fragment.js";
+import { type BootMode, type PxeStickReport, pxeStick, secretsFragment } from "./index.js";
+
+export interface CliHelpers {
+  version: string;
+  makeReporter(o: { quiet?: boolean }): Reporter;
+  interruptSignal(reporter: Reporter): AbortSignal;
+}
+
+function mibOption(value: unknown, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} must be a whole number of MiB`);
+  return n;
+}
+
+function positive(value: unknown, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new UsageError(`${flag} must be a positive whole number`);
+  return n;
+}
+
+/** The flags reproduce.sh repeats: everything that shapes the stick, no secret inputs. */
+function reproduceArgs(o: Record<string, unknown>): string[] {
+  const a: string[] = ["--os", String(o.os), "--arch", String(o.arch), "--boot", String(o.boot)];
+  if (o.os === "flatcar") a.push("--channel", String(o.channel), "--release", String(o.release));
+  else a.push("--stream", String(o.stream));
+  if (o.ignitionUrl) a.push("--ignition-url", String(o.ignitionUrl));
+  if (o.hostname) a.push("--hostname", String(o.hostname));
+  for (const k of (o.kernelArg as string[] | undefined) ?? []) a.push("--kernel-arg", k);
+  for (const [flag, key] of [
+    ["--base-url", "baseUrl"],
+    ["--flatcar-base-url", "flatcarBaseUrl"],
+    ["--ipxe-efi", "ipxeEfi"],
+    ["--ipxe-lkrn", "ipxeLkrn"],
+  ] as const)
+    if (o[key] !== undefined) a.push(flag, String(o[key]));
+  if (o.os !== "flatcar" && o.streamBaseUrl !== "https://builds.coreos.fedoraproject.org")
+    a.push("--stream-base-url", String(o.streamBaseUrl));
+  if (o.espSize !== "64") a.push("--esp-size", String(o.espSize));
+  if (o.secretsSize !== "32") a.push("--secrets-size", String(o.secretsSize));
+  if (o.secretsWritable) a.push("--secrets-writable");
+  if (o.attempts !== "5") a.push("--attempts", String(o.attempts));
+  if (o.retryDelay !== "10") a.push("--retry-delay", String(o.retryDelay));
+  return a;
+}
+
+function printReport(r: PxeStickReport, quiet: boolean): void {
+  const out = (s: string) => process.stderr.write(`${s}\n`);
+  const s = r.secrets;
+  const names = [
+    ...s.files
+      .filter((f) => !s.envFiles.some((e) => e.file === f))
+      .map((f) =>
+        f === "authorized_keys"
+          ? `authorized_keys (${s.sshKeys} key${s.sshKeys === 1 ? "" : "s"})`
+          : f,
+      ),
+    ...s.envFiles.map((e) => `${e.file} (${e.variables.join(", ")})`),
+  ];
+  if (r.dryRun) {
+    out(`plan for ${r.target} (${r.kind === "block" ? "disk" : "image file"}): nothing written`);
+    if (!r.updateSecretsOnly) {
+      out(`  boots: ${r.os} via ${r.boot.map((b) => b.toUpperCase()).join(" + ")}`);
+      out(`  kernel: ${r.kernel}`);
+      out(`  iPXE: ${[r.ipxeEfi, r.ipxeLkrn].filter(Boolean).join(", ")}`);
+    }
+    out(
+      `  secrets volume (${s.readOnly ? "read-only" : "writable"}): ${names.join(", ") || "(empty)"}`,
+    );
+    if (r.script && !quiet) {
+      out("  autoexec.ipxe:");
+      for (const l of r.script.trimEnd().split("\n")) out(`    ${l}`);
+    }
+    return;
+  }
+  if (r.updateSecretsOnly)
+    out(
+      `✔ ${r.target}: secrets volume rewritten and read back (${s.readOnly ? "read-only" : "writable"})`,
+    );
+  else
+    out(
+      `✔ ${r.target}: boot stick for ${r.os} (${r.boot.map((b) => b.toUpperCase()).join(" + ")}), written and read back in ${r.seconds.toFixed(1)}s`,
+    );
+  if (quiet) return;
+  out(`  secrets (${s.readOnly ? "read-only" : "writable"}): ${names.join(", ") || "(none)"}`);
+  out(
+    `  the booted OS mounts them on ${SECRETS_MOUNTPOINT} once your hosted config has the units from: provision pxe-stick --print-ignition`,
+  );
+}
+
+export function registerPxeStick(program: Command, h: CliHelpers): Command {
+  const cmd = program
+    .command("pxe-stick")
+    .description(
+      "make a USB stick that netboots Flatcar or FCOS with iPXE (UEFI and BIOS) and carries a read-only secrets volume",
+    )
+    .argument("[target]", "whole disk (/dev/sdX) or image file (created)")
+    .option(
+      "--ignition-url <url>",
+      "the Ignition config every boot fetches (required; no secrets in it)",
+    )
+    .addOption(
+      new Option("--os <os>", "what to netboot").choices(["flatcar", "fcos"]).default("flatcar"),
+    )
+    .addOption(
+      new Option("--arch <arch>", "the machines' architecture")
+        .choices(["x86_64", "aarch64"])
+        .default("x86_64"),
+    );
+  addReleaseOptions(cmd)
+    .option(
+      "--base-url <url>",
+      "a mirror: the directory with the kernel and initramfs (same file names)",
+    )
+    .option("--hostname <name>", "the node's host name (kernel argument systemd.hostname=)")
+    .option(
+      "--kernel-arg <arg>",
+      "an extra kernel argument (repeatable), e.g. console=ttyS0,115200",
+      collect,
+    )
+    .addOption(
+      new Option(
+        "--boot <mode>",
+        "firmware to boot from; both = UEFI, plus BIOS when syslinux and ipxe.lkrn are here",
+      )
+        .choices(["uefi", "bios", "both"])
+        .default("both"),
+    )
+    .option(
+      "--attempts <n>",
+      "network boot attempts before the stick stops and shows the error",
+      "5",
+    )
+    .option("--retry-delay <seconds>", "pause between attempts", "10")
+    .option(
+      "--ipxe-efi <path|url>",
+      "iPXE EFI binary that runs /autoexec.ipxe (a URL is downloaded once into the cache)",
+    )
+    .option("--ipxe-lkrn <path|url>", "iPXE ipxe.lkrn for BIOS (default: the distribution's)")
+    .option(
+      "--ssh-key <file>",
+      "public key for the volume's authorized_keys (repeatable; default ~/.ssh/id_*.pub)",
+      collect,
+    )
+    .option(
+      "--secret <NAME=VALUE>",
+      "a file NAME holding VALUE (repeatable; visible in ps: prefer the two below)",
+      collect,
+    )
+    .option(
+      "--secrets-env <PREFIX>",
+      "the PREFIX_* environment variables into PREFIX_env (repeatable)",
+      collect,
+    )
+    .option("--secrets-dir <dir>", "copy this directory's files onto the volume as they are")
+    .option("--secrets-writable", "do not set the ext4 read-only feature")
+    .option("--esp-size <MiB>", "boot partition size", "64")
+    .option("--secrets-size <MiB>", "secrets partition size", "32")
+    .option("--update-secrets", "rewrite only the secrets volume of an existing stick")
+    .option(
+      "--print-ignition",
+      "print the Ignition fragment that mounts the volume on /secrets, and exit",
+    )
+    .option("--print-script", "print the iPXE script, and exit")
+    .option("--dry-run", "check everything and show the plan; write nothing")
+    .option("--unmount", "unmount the target's mounted partitions first")
+    .option("-y, --yes", "do not ask before writing a disk")
+    .option("--json", "print a machine-readable report on stdout")
+    .option("-q, --quiet", "no progress output")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  provision pxe-stick /dev/sdb --ignition-url https://example.com/node.ign --hostname node1 \\
+      --secrets-env K3S --secrets-env HEARTBEAT
+  provision pxe-stick stick.img --os fcos --stream stable --ignition-url http://10.0.0.1/fcos.ign
+  provision pxe-stick /dev/sdb --update-secrets --secrets-env K3S      new secrets, same stick
+  provision pxe-stick --print-ignition > secrets.ign                  merge into the hosted config
+
+Layout: GPT with EFI-SYSTEM (FAT32: /EFI/BOOT/BOOTX64.EFI = iPXE, /autoexec.ipxe, syslinux
+for BIOS) and "secrets" (ext4 labelled secrets: files 0600, directories 0700, root; marked
+read-only so even mount -o rw fails). reproduce.sh on the volume says how it was built.
+
+Exit codes: 0 ok, 1 failed, 2 bad input (flags, secrets, iPXE binary), 3 refused (system
+disk, mounted, too small, not confirmed), 4 a required program is missing, 130 interrupted.`,
+    )
+    .action(async (target: string | undefined, o: Record<string, unknown>) => {
+      if (o.printIgnition) {
+        process.stdout.write(`${JSON.stringify(secretsFragment(), null, 2)}\n`);
+        return;
+      }
+      const printScript = Boolean(o.printScript);
+      if (!target && !printScript) {
+        process.stderr.write(
+          "provision: pxe-stick needs a target: a disk (/dev/sdX) or an image file\n",
+        );
+        process.exitCode = EXIT.USAGE;
+        return;
+      }
+      const reporter = h.makeReporter({ quiet: Boolean(o.quiet) || printScript });
+      const signal = h.interruptSignal(reporter);
+      const report = await pxeStick({
+        target: target ?? "/dev/null",
+        os: o.os as OsName,
+        arch: o.arch as Arch,
+        stream: o.stream as string,
+        channel: o.channel as string,
+        release: o.release as string,
+        streamBaseUrl: o.streamBaseUrl as string,
+        flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
+        baseUrl: o.baseUrl as string | undefined,
+        ignitionUrl: o.ignitionUrl as string | undefined,
+        hostname: o.hostname as string | undefined,
+        kernelArgs: o.kernelArg as string[] | undefined,
+        attempts: positive(o.attempts, "--attempts"),
+        retryDelay: positive(o.retryDelay, "--retry-delay"),
+        boot: o.boot as BootMode,
+        ipxeEfi: o.ipxeEfi as string | undefined,
+        ipxeLkrn: o.ipxeLkrn as string | undefined,
+        sshKeys: o.sshKey as string[] | undefined,
+        secrets: o.secret as string[] | undefined,
+        secretsEnv: o.secretsEnv as string[] | undefined,
+        secretsDir: o.secretsDir as string | undefined,
+        secretsWritable: Boolean(o.secretsWritable),
+        espMiB: mibOption(o.espSize, "--esp-size"),
+        secretsMiB: mibOption(o.secretsSize, "--secrets-size"),
+        updateSecrets: Boolean(o.updateSecrets),
+        reproduceArgs: reproduceArgs(o),
+        version: h.version,
+        dryRun: Boolean(o.dryRun) || printScript,
+        scriptOnly: printScript,
+        yes: Boolean(o.yes),
+        isTTY: Boolean(process.stdin.isTTY && process.stderr.isTTY),
+        unmount: Boolean(o.unmount),
+        offline: Boolean(o.offline),
+        reporter,
+        signal,
+      });
+      reporter.stop();
+      if (printScript) {
+        process.stdout.write(report.script ?? "");
+        return;
+      }
+      for (const w of report.warnings) reporter.warn(w);
+      if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+      printReport(report, Boolean(o.quiet));
+    });
+  return cmd;
+}

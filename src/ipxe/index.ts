@@ -1,0 +1,530 @@
+/**
+ * `provision pxe-stick`: a UEFI (and legacy BIOS) stick that netboots Flatcar or FCOS with
+ * an Ignition URL on every boot, plus a read-only `secrets` volume; and
+ * `--update-secrets`, which rewrites only that volume of an existing stick.
+ *
+ * Order: check every input (URL, names, keys, secrets; nothing is echoed back), the target
+ * (the same safety rules as flash), the boot programs and the OS's PXE files; stage the
+ * secrets in a 0700 temp dir that is always removed; confirm; write; read back. A failure
+ * after writing started removes an image file we created, or clears the partition table of
+ * a disk, and says so.
+ */
+import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  checkTargetSafe,
+  confirmWrite,
+  formatSize,
+  inspectTarget,
+  type Target,
+  unmountPartitions,
+} from "../disk/index.js";
+import {
+  describeError,
+  InterruptedError,
+  ProvisionError,
+  RefusedError,
+  UsageError,
+} from "../errors.js";
+import { requirePrograms, run } from "../exec/index.js";
+import { type Reporter, silentReporter } from "../progress/index.js";
+import { type Arch, type OsName, type PxeBoot, resolvePxe } from "../source/index.js";
+import { type BiosBoot, findBiosBoot, findIpxeEfi } from "./binaries.js";
+import { ipxeScript } from "./script.js";
+import { defaultSshKeys, parseSecretArg, type StagedSecrets, stageSecrets } from "./secrets.js";
+import {
+  DEFAULT_LAYOUT,
+  debugfs,
+  type Layout,
+  type Located,
+  locate,
+  MiB,
+  partition,
+  stickBytes,
+  writeEsp,
+  writeSecrets,
+} from "./stick.js";
+
+export { secretsFragment } from "./fragment.js";
+export { ipxeScript } from "./script.js";
+
+export type BootMode = "uefi" | "bios" | "both";
+
+export interface PxeStickOptions {
+  target: string;
+  os: OsName;
+  arch: Arch;
+  stream?: string;
+  channel?: string;
+  release?: string;
+  streamBaseUrl?: string;
+  flatcarBaseUrl?: string;
+  baseUrl?: string;
+  ignitionUrl?: string;
+  hostname?: string;
+  kernelArgs?: string[];
+  attempts?: number;
+  retryDelay?: number;
+  /** Default "both" (UEFI only, with a warning, when the BIOS pieces are missing). */
+  boot?: BootMode;
+  ipxeEfi?: string;
+  ipxeLkrn?: string;
+  /** Undefined: ~/.ssh/id_*.pub (unless --secrets-dir has an authorized_keys). */
+  sshKeys?: string[];
+  /** --secret NAME=VALUE, as given. */
+  secrets?: string[];
+  secretsEnv?: string[];
+  secretsDir?: string;
+  secretsWritable?: boolean;
+  espMiB?: number;
+  secretsMiB?: number;
+  /** Only make the script (--print-script): no target, no secrets, no binaries. */
+  scriptOnly?: boolean;
+  /** Rewrite only the secrets volume of an existing stick. */
+  updateSecrets?: boolean;
+  /** The command line for reproduce.sh (no secret values: the caller leaves them out). */
+  reproduceArgs: string[];
+  version: string;
+  dryRun?: boolean;
+  yes?: boolean;
+  isTTY?: boolean;
+  confirm?: (question: string) => Promise<boolean>;
+  unmount?: boolean;
+  offline?: boolean;
+  env?: NodeJS.ProcessEnv;
+  home?: string;
+  reporter?: Reporter;
+  signal?: AbortSignal;
+}
+
+export interface PxeStickReport {
+  target: string;
+  kind: "file" | "block";
+  updateSecretsOnly: boolean;
+  dryRun: boolean;
+  os?: string;
+  boot: ("uefi" | "bios")[];
+  script?: string;
+  kernel?: string;
+  ipxeEfi?: string;
+  ipxeLkrn?: string;
+  layout?: { esp?: { offset: number; size: number }; secrets: { offset: number; size: number } };
+  /** Names only. */
+  secrets: {
+    files: string[];
+    directories: string[];
+    envFiles: { file: string; variables: string[] }[];
+    sshKeys: number;
+    readOnly: boolean;
+  };
+  warnings: string[];
+  /** When something failed after writing started: what was done about it. */
+  incomplete?: string;
+  seconds: number;
+}
+
+const HOSTNAME_RE =
+  /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+function checkInputs(o: PxeStickOptions): void {
+  if (!o.updateSecrets) {
+    if (!o.ignitionUrl)
+      throw new UsageError(
+        "--ignition-url is required: the URL every boot fetches its Ignition config from",
+        "host the config (it must not contain secrets: they go on the stick) and pass its http(s) URL",
+      );
+    let u: URL;
+    try {
+      u = new URL(o.ignitionUrl);
+    } catch {
+      throw new UsageError(`--ignition-url ${o.ignitionUrl}: not a URL`);
+    }
+    if (!/^(https?|tftp):$/.test(u.protocol))
+      throw new UsageError(`--ignition-url ${o.ignitionUrl}: use http, https or tftp`);
+    if (/\s/.test(o.ignitionUrl)) throw new UsageError("--ignition-url: no spaces");
+  }
+  if (o.hostname !== undefined && !HOSTNAME_RE.test(o.hostname))
+    throw new UsageError(
+      `--hostname ${o.hostname}: not a valid host name (letters, digits, -, dots)`,
+    );
+  for (const a of o.kernelArgs ?? [])
+    if (!a || /\s/.test(a)) throw new UsageError(`--kernel-arg "${a}": one argument, no spaces`);
+  if (o.baseUrl !== undefined && !/^(https?|tftp):\/\//.test(o.baseUrl))
+    throw new UsageError(`--base-url ${o.baseUrl}: use an http(s) or tftp URL`);
+}
+
+function layoutOf(o: PxeStickOptions): Layout {
+  const esp = (o.espMiB ?? DEFAULT_LAYOUT.espBytes / MiB) * MiB;
+  const secrets = (o.secretsMiB ?? DEFAULT_LAYOUT.secretsBytes / MiB) * MiB;
+  // FAT32 needs 65525 clusters: with 512-byte clusters that is a 33 MiB ESP at least.
+  if (esp < 34 * MiB) throw new UsageError("--esp-size must be at least 34 (MiB) for FAT32");
+  if (secrets < 2 * MiB) throw new UsageError("--secrets-size must be at least 2 (MiB)");
+  return { espBytes: esp, secretsBytes: secrets };
+}
+
+export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
+  const started = Date.now();
+  const reporter = o.reporter ?? silentReporter;
+  const signal = o.signal;
+  checkInputs(o);
+  const report: PxeStickReport = {
+    target: o.target,
+    kind: "file",
+    updateSecretsOnly: Boolean(o.updateSecrets),
+    dryRun: Boolean(o.dryRun),
+    boot: [],
+    secrets: { files: [], directories: [], envFiles: [], sshKeys: 0, readOnly: !o.secretsWritable },
+    warnings: [],
+    seconds: 0,
+  };
+  if (o.scriptOnly) {
+    const boot = await resolveBoot(o);
+    report.os = boot.description;
+    report.kernel = boot.kernel;
+    report.script = makeScript(o, boot);
+    return done(report, started);
+  }
+  const secretArgs = (o.secrets ?? []).map(parseSecretArg);
+  await requirePrograms(
+    o.updateSecrets
+      ? ["mke2fs", "debugfs"]
+      : ["sgdisk", "mkfs.vfat", "mmd", "mcopy", "mtype", "mke2fs", "debugfs"],
+  );
+
+  // The staging dir: 0700 (mkdtemp), removed whatever happens.
+  const tmp = await mkdtemp(join(tmpdir(), "provision-pxe-"));
+  const staging = join(tmp, "secrets");
+  let staged: StagedSecrets;
+  try {
+    await mkdir(staging, { mode: 0o700 });
+    staged = await stageSecrets(
+      {
+        sshKeys: o.sshKeys ?? [],
+        secrets: secretArgs,
+        envPrefixes: o.secretsEnv ?? [],
+        secretsDir: o.secretsDir,
+        env: o.env ?? process.env,
+      },
+      staging,
+    ).then(async (s) => {
+      // Default keys only when none were given and the secrets dir brings none.
+      if (o.sshKeys === undefined && !s.files.includes("authorized_keys")) {
+        const keys = await defaultSshKeys(o.home);
+        if (keys.length > 0) {
+          await rm(staging, { recursive: true, force: true });
+          await mkdir(staging, { mode: 0o700 });
+          return await stageSecrets(
+            {
+              sshKeys: keys,
+              secrets: secretArgs,
+              envPrefixes: o.secretsEnv ?? [],
+              secretsDir: o.secretsDir,
+              env: o.env ?? process.env,
+            },
+            staging,
+          );
+        }
+      }
+      return s;
+    });
+    report.secrets = {
+      files: staged.files,
+      directories: staged.directories,
+      envFiles: staged.envFiles,
+      sshKeys: staged.sshKeyCount,
+      readOnly: !o.secretsWritable,
+    };
+    report.warnings.push(...staged.warnings);
+
+    const target = await inspectTarget(o.target);
+    report.kind = target.kind;
+    await checkTargetSafe(target, { wholeDiskOnly: true }).catch((err: unknown) => {
+      if (o.unmount && /mounted partitions/.test(describeError(err))) return;
+      throw err;
+    });
+    if (o.updateSecrets) return await updateSecrets(o, target, staged, staging, report, started);
+
+    const layout = layoutOf(o);
+    const need = stickBytes(layout);
+    if (target.kind === "block" && target.size < need)
+      throw new RefusedError(
+        `${target.path} is ${formatSize(target.size)}; the stick needs ${formatSize(need)}`,
+      );
+
+    // Boot programs and the OS's PXE files.
+    const boot = await resolveBoot(o);
+    const mode = o.boot ?? "both";
+    const efi =
+      mode === "bios"
+        ? undefined
+        : await findIpxeEfi(o.arch, o.ipxeEfi, { offline: o.offline, reporter, signal });
+    let bios: BiosBoot | undefined;
+    if (mode !== "uefi") {
+      if (o.arch !== "x86_64") {
+        if (mode === "bios") throw new UsageError("--boot bios is for x86_64 sticks only");
+      } else {
+        const b = await findBiosBoot(o.ipxeLkrn, { offline: o.offline, reporter, signal });
+        if ("missing" in b) {
+          if (mode === "bios")
+            throw new ProvisionError(`--boot bios: no ${b.missing}`, { hint: b.hint });
+          report.warnings.push(`UEFI only: no ${b.missing} for legacy BIOS boot (${b.hint})`);
+        } else bios = b;
+      }
+    }
+    report.boot = [...(efi ? (["uefi"] as const) : []), ...(bios ? (["bios"] as const) : [])];
+    report.ipxeEfi = efi;
+    report.ipxeLkrn = bios?.lkrn;
+    report.os = boot.description;
+    report.kernel = boot.kernel;
+    const script = makeScript(o, boot);
+    report.script = script;
+    if (o.dryRun) return done(report, started);
+
+    if (target.kind === "block")
+      await confirmWrite(target, { yes: o.yes, isTTY: Boolean(o.isTTY), prompt: o.confirm });
+    if (o.unmount && target.kind === "block") {
+      const gone = await unmountPartitions(target);
+      if (gone.length) reporter.info(`unmounted ${gone.join(", ")} (on ${target.path})`);
+      await checkTargetSafe(target, { wholeDiskOnly: true });
+    }
+    const scriptFile = join(tmp, "autoexec.ipxe");
+    await writeFile(scriptFile, script);
+    await writeFile(join(staging, "reproduce.sh"), reproduceScript(o, staged, undefined), {
+      mode: 0o600,
+    });
+    staged.files.push("reproduce.sh");
+
+    // Writing starts: from here a failure must leave nothing that looks like a stick.
+    const existed = target.kind === "file" && target.exists;
+    try {
+      if (signal?.aborted) throw new InterruptedError();
+      if (target.kind === "file") {
+        const fh = await open(target.path, "w");
+        await fh.truncate(need);
+        await fh.close();
+      }
+      reporter.info("partitioning");
+      const parts = await partition(target.path, layout);
+      report.layout = {
+        esp: { offset: parts.esp.offset, size: parts.esp.size },
+        secrets: { offset: parts.secrets.offset, size: parts.secrets.size },
+      };
+      reporter.info("writing the boot partition");
+      await writeEsp(target.path, parts.esp, {
+        arch: o.arch,
+        efiBinary: efi ?? (bios as BiosBoot).lkrn,
+        script: scriptFile,
+        bios,
+        tmp,
+        isBlockDevice: target.kind === "block",
+      });
+      if (signal?.aborted) throw new InterruptedError();
+      reporter.info("writing the secrets volume");
+      await writeSecrets(
+        target.path,
+        parts.secrets,
+        { dir: staging, ...staged },
+        { writable: Boolean(o.secretsWritable) },
+      );
+      reporter.info("reading back");
+      await verifyStick(target.path, script, staged, !o.secretsWritable);
+    } catch (err) {
+      report.incomplete = await undoPartialStick(target, existed);
+      throw annotate(err, target.path, report.incomplete);
+    }
+    return done(report, started);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function resolveBoot(o: PxeStickOptions): Promise<PxeBoot> {
+  return await resolvePxe(
+    {
+      os: o.os,
+      arch: o.arch,
+      stream: o.stream,
+      channel: o.channel,
+      release: o.release,
+      streamBaseUrl: o.streamBaseUrl,
+      flatcarBaseUrl: o.flatcarBaseUrl,
+      baseUrl: o.baseUrl,
+    },
+    { offline: o.offline, reporter: o.reporter, signal: o.signal },
+  );
+}
+
+function makeScript(o: PxeStickOptions, boot: PxeBoot): string {
+  return ipxeScript({
+    boot,
+    ignitionUrl: o.ignitionUrl as string,
+    hostname: o.hostname,
+    kernelArgs: o.kernelArgs,
+    attempts: o.attempts,
+    retryDelay: o.retryDelay,
+    generator: `provision ${o.version} pxe-stick`,
+  });
+}
+
+function done(report: PxeStickReport, started: number): PxeStickReport {
+  report.seconds = (Date.now() - started) / 1000;
+  return report;
+}
+
+async function updateSecrets(
+  o: PxeStickOptions,
+  target: Target,
+  staged: StagedSecrets,
+  staging: string,
+  report: PxeStickReport,
+  started: number,
+): Promise<PxeStickReport> {
+  const parts = await locate(target.path);
+  report.layout = { secrets: { offset: parts.secrets.offset, size: parts.secrets.size } };
+  // The build command from the stick's own reproduce.sh is kept; only the secrets change.
+  const old = await debugfs(target.path, parts.secrets, ["cat /reproduce.sh"]).catch(() => "");
+  if (o.dryRun) return done(report, started);
+  if (target.kind === "block")
+    await confirmWrite(target, { yes: o.yes, isTTY: Boolean(o.isTTY), prompt: o.confirm });
+  await writeFile(join(staging, "reproduce.sh"), reproduceScript(o, staged, old), { mode: 0o600 });
+  staged.files.push("reproduce.sh");
+  try {
+    await writeSecrets(
+      target.path,
+      parts.secrets,
+      { dir: staging, ...staged },
+      { writable: Boolean(o.secretsWritable) },
+    );
+    await verifySecrets(target.path, parts.secrets, staged, !o.secretsWritable);
+  } catch (err) {
+    report.incomplete = `the secrets volume of ${target.path} is incomplete; run --update-secrets again`;
+    throw annotate(err, target.path, report.incomplete);
+  }
+  return done(report, started);
+}
+
+function annotate(err: unknown, _target: string, incomplete: string): unknown {
+  if (err instanceof InterruptedError) return new InterruptedError(`interrupted: ${incomplete}`);
+  if (err instanceof ProvisionError)
+    return new ProvisionError(`${err.message} (${incomplete})`, {
+      hint: err.hint,
+      exitCode: err.exitCode,
+    });
+  return new ProvisionError(`${describeError(err)} (${incomplete})`);
+}
+
+/** A file we created goes; a disk or existing file loses its partition table. */
+async function undoPartialStick(target: Target, existed: boolean): Promise<string> {
+  try {
+    if (target.kind === "file" && !existed) {
+      await rm(target.path, { force: true });
+      return `removed the partial ${target.path}`;
+    }
+    await run("sgdisk", ["--zap-all", target.path], { allowFailure: true });
+    return `${target.path} is incomplete and its partition table was cleared: it will not boot; run pxe-stick again`;
+  } catch {
+    return `${target.path} is incomplete: it may not boot; run pxe-stick again`;
+  }
+}
+
+/** Read back what was written: the script on the ESP, and the secrets volume. */
+async function verifyStick(
+  target: string,
+  script: string,
+  staged: StagedSecrets,
+  readOnly: boolean,
+): Promise<void> {
+  const parts = await locate(target);
+  const r = await run("mtype", ["-i", `${target}@@${parts.esp.offset}`, "::/autoexec.ipxe"], {
+    allowFailure: true,
+    env: { MTOOLS_SKIP_CHECK: "1" },
+  });
+  if (r.exitCode !== 0 || r.stdout.trim() !== script.trim())
+    throw new ProvisionError(
+      `read-back: /autoexec.ipxe on the ESP of ${target} is not the script written`,
+    );
+  await verifySecrets(target, parts.secrets, staged, readOnly);
+}
+
+async function verifySecrets(
+  target: string,
+  part: Located,
+  staged: StagedSecrets,
+  readOnly: boolean,
+): Promise<void> {
+  const out = await debugfs(target, part, ["features", "ls -p /"]);
+  const hasRo = /features:.*\bread-only\b/.test(out);
+  if (readOnly !== hasRo)
+    throw new ProvisionError(
+      `read-back: the secrets filesystem of ${target} is ${hasRo ? "" : "not "}marked read-only`,
+    );
+  // ls -p: /inode/mode/uid/gid/name/size/
+  const entries = new Map(
+    out
+      .split("\n")
+      .map((l) => l.trim().split("/"))
+      .filter((f) => f.length >= 7 && /^\d+$/.test(f[1] ?? ""))
+      .map((f) => [f[5] as string, { mode: f[2] as string, uid: f[3], gid: f[4] }]),
+  );
+  for (const f of staged.files.filter((x) => !x.includes("/"))) {
+    const e = entries.get(f);
+    if (!e)
+      throw new ProvisionError(`read-back: ${f} is missing from the secrets volume of ${target}`);
+    if (e.mode !== "100600" || e.uid !== "0" || e.gid !== "0")
+      throw new ProvisionError(
+        `read-back: ${f} on the secrets volume of ${target} is mode ${e.mode} uid ${e.uid} gid ${e.gid}, not 100600 root`,
+      );
+  }
+}
+
+/** sh quoting for reproduce.sh. */
+function sq(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+const BUILD_BEGIN = "# --- build command ---";
+const BUILD_END = "# --- end of build command ---";
+
+/**
+ * reproduce.sh: how the stick was built (names of secrets, never values) and a command
+ * that builds another one like it, taking the secrets from this very volume.
+ */
+export function reproduceScript(
+  o: PxeStickOptions,
+  s: StagedSecrets,
+  previous: string | undefined,
+): string {
+  const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+  let build: string;
+  const kept = previous
+    ? previous.slice(previous.indexOf(BUILD_BEGIN), previous.indexOf(BUILD_END) + BUILD_END.length)
+    : "";
+  if (o.updateSecrets && kept.startsWith(BUILD_BEGIN)) build = kept;
+  else
+    build = [
+      BUILD_BEGIN,
+      `exec provision pxe-stick "$target" ${o.reproduceArgs.map(sq).join(" ")} --secrets-dir "$here"`,
+      BUILD_END,
+    ].join("\n");
+  const names = [
+    ...s.files
+      .filter((f) => f !== "reproduce.sh" && !s.envFiles.some((e) => e.file === f))
+      .map((f) => `#   ${f}`),
+    ...s.envFiles.map((e) => `#   ${e.file}: ${e.variables.join(", ")}`),
+  ];
+  return [
+    "#!/bin/sh",
+    `# ${o.updateSecrets ? `Secrets updated by provision ${o.version} pxe-stick --update-secrets on ${now}.` : `Built by provision ${o.version} pxe-stick on ${now}.`}`,
+    `# Secrets on this volume (names only${s.sshKeyCount ? `; authorized_keys holds ${s.sshKeyCount} key${s.sshKeyCount > 1 ? "s" : ""}` : ""}):`,
+    ...(names.length ? names : ["#   (none)"]),
+    "#",
+    "# To build another stick like this one, with these secrets (this volume mounted, e.g. at /secrets):",
+    "#   sh /secrets/reproduce.sh /dev/sdX",
+    "set -eu",
+    "target=${1:?usage: reproduce.sh TARGET (a disk like /dev/sdX, or an image file)}",
+    'here=$(cd "$(dirname "$0")" && pwd)',
+    build,
+    "",
+  ].join("\n");
+}

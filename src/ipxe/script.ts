@@ -1,0 +1,72 @@
+/**
+ * The iPXE script on the stick (`/autoexec.ipxe`; the BIOS path loads the same file as the
+ * initrd of ipxe.lkrn). It netboots one OS with the Ignition URL on every boot, retries
+ * network errors a few times, and then stops with the error on the screen and waits for a
+ * key instead of rebooting in a loop.
+ */
+import type { PxeBoot } from "../source/index.js";
+
+export interface ScriptOptions {
+  boot: PxeBoot;
+  ignitionUrl: string;
+  hostname?: string;
+  kernelArgs?: string[];
+  /** Attempts before giving up and waiting for a key. */
+  attempts?: number;
+  /** Seconds between attempts. */
+  retryDelay?: number;
+  /** Header comment: what made this script. */
+  generator?: string;
+}
+
+/** iPXE expands ${...} in command lines; a literal "$" must not start one. */
+function ipxeLiteral(s: string): string {
+  if (/[\s]/.test(s)) throw new Error(`a space in an iPXE argument: ${JSON.stringify(s)}`);
+  return s.replace(/\$\{/g, "${}{");
+}
+
+export function ipxeScript(o: ScriptOptions): string {
+  const attempts = o.attempts ?? 5;
+  const delay = o.retryDelay ?? 10;
+  const args = [
+    ...o.boot.kernelArgs,
+    `ignition.config.url=${o.ignitionUrl}`,
+    ...(o.hostname ? [`systemd.hostname=${o.hostname}`] : []),
+    ...(o.kernelArgs ?? []),
+  ].map(ipxeLiteral);
+  const initrds = o.boot.initrds.map(
+    (i) =>
+      `initrd ${i.name ? `--name ${ipxeLiteral(i.name)} ` : ""}${ipxeLiteral(i.url)} || goto failed`,
+  );
+  const what = o.boot.description;
+  return [
+    "#!ipxe",
+    `# ${o.generator ?? "provision pxe-stick"}: ${what}`,
+    "# Netboots on every start; the secrets volume on this stick is mounted by the OS.",
+    "",
+    "set attempt:int32 0",
+    ":retry",
+    "inc attempt",
+    `echo provision: booting ${what} (attempt \${attempt} of ${attempts})`,
+    "dhcp || goto failed",
+    "echo provision: ${net0/ip} via ${net0/gateway}, fetching the kernel",
+    `kernel ${ipxeLiteral(o.boot.kernel)} ${args.join(" ")} || goto failed`,
+    ...initrds,
+    "boot || goto failed",
+    ":failed",
+    `iseq \${attempt} ${attempts} && goto give_up ||`,
+    `echo provision: attempt \${attempt} failed (\${errno}); retrying in ${delay} s`,
+    `sleep ${delay}`,
+    "goto retry",
+    ":give_up",
+    "echo",
+    `echo provision: could not netboot ${what} after ${attempts} attempts.`,
+    `echo provision: last error \${errno}: see https://ipxe.org/\${errno}`,
+    "echo provision: check the cable, the DHCP server and that this URL answers:",
+    `echo provision: ${ipxeLiteral(o.boot.kernel)}`,
+    "prompt provision: press any key to try again",
+    "set attempt:int32 0",
+    "goto retry",
+    "",
+  ].join("\n");
+}

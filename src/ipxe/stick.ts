@@ -1,0 +1,289 @@
+/**
+ * Writing the stick, by byte offset, with nothing mounted (an image file needs no root):
+ *
+ *   GPT:  1 EFI-SYSTEM  FAT32, label PXEBOOT: /EFI/BOOT/BOOTX64.EFI (iPXE), /autoexec.ipxe,
+ *                       and for BIOS /syslinux (ldlinux, syslinux.cfg, ipxe.lkrn);
+ *                       legacy-BIOS-bootable attribute, syslinux's gptmbr.bin in the MBR
+ *         2 secrets     ext4, label "secrets": files 0600, directories 0700, uid/gid 0,
+ *                       the `read-only` feature (the kernel then refuses even mount -o rw)
+ *
+ * The backup GPT stays where sgdisk puts it, at the end of the disk or file.
+ */
+import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fat32ClusterSectors } from "../board/fat32.js";
+import { describeError, ProvisionError } from "../errors.js";
+import { lastLine, run } from "../exec/index.js";
+import { findPartition, readGpt } from "../gpt/index.js";
+import type { Arch } from "../source/index.js";
+import type { BiosBoot } from "./binaries.js";
+import { SECRETS_LABEL } from "./fragment.js";
+
+export const MiB = 1024 * 1024;
+export const ESP_NAME = "EFI-SYSTEM";
+export const SECRETS_NAME = "secrets";
+export const ESP_LABEL = "PXEBOOT";
+
+export interface Layout {
+  espBytes: number;
+  secretsBytes: number;
+}
+
+export const DEFAULT_LAYOUT: Layout = { espBytes: 64 * MiB, secretsBytes: 32 * MiB };
+
+/** What an image file must hold: 1 MiB before, the partitions, 1 MiB for the backup GPT. */
+export function stickBytes(l: Layout): number {
+  return MiB + l.espBytes + l.secretsBytes + MiB;
+}
+
+export interface Located {
+  offset: number;
+  size: number;
+  firstLba: number;
+  sectorSize: number;
+}
+
+async function sgdisk(target: string, args: string[], what: string): Promise<void> {
+  const r = await run("sgdisk", [...args, target], { allowFailure: true });
+  if (r.exitCode !== 0)
+    throw new ProvisionError(
+      `sgdisk could not ${what} on ${target}: ${lastLine(r.stderr || r.stdout)}`,
+    );
+}
+
+/** A new GPT: the ESP (legacy-BIOS-bootable for gptmbr.bin) and the secrets partition. */
+export async function partition(
+  target: string,
+  layout: Layout,
+): Promise<{ esp: Located; secrets: Located }> {
+  await sgdisk(target, ["--zap-all"], "clear the old partition tables");
+  await sgdisk(
+    target,
+    [
+      "-a",
+      "2048",
+      "-n",
+      `1:1MiB:+${layout.espBytes / 1024}K`,
+      "-t",
+      "1:EF00",
+      "-c",
+      `1:${ESP_NAME}`,
+      "-A",
+      "1:set:2",
+      "-n",
+      `2:0:+${layout.secretsBytes / 1024}K`,
+      "-t",
+      "2:8300",
+      "-c",
+      `2:${SECRETS_NAME}`,
+    ],
+    "create the partitions",
+  );
+  return await locate(target);
+}
+
+/** Find both partitions of an existing stick, by their GPT names. */
+export async function locate(target: string): Promise<{ esp: Located; secrets: Located }> {
+  const gpt = await readGpt(target);
+  const at = (name: string): Located => {
+    const p = findPartition(gpt, name);
+    if (!p)
+      throw new ProvisionError(
+        `${target} has no GPT partition named "${name}": is it a stick made by provision pxe-stick?`,
+      );
+    return {
+      offset: p.offsetBytes,
+      size: p.sizeBytes,
+      firstLba: Number(p.firstLba),
+      sectorSize: gpt.sectorSize,
+    };
+  };
+  return { esp: at(ESP_NAME), secrets: at(SECRETS_NAME) };
+}
+
+/** Write bytes at an offset of the target (gptmbr.bin into the MBR's boot code). */
+async function writeAt(target: string, data: Buffer, offset: number): Promise<void> {
+  const fh = await open(target, "r+");
+  try {
+    await fh.write(data, 0, data.length, offset);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function mtool(program: string, args: string[], what: string): Promise<string> {
+  const r = await run(program, args, { allowFailure: true, env: { MTOOLS_SKIP_CHECK: "1" } });
+  if (r.exitCode !== 0) throw new ProvisionError(`${what}: ${lastLine(r.stderr || r.stdout)}`);
+  return r.stdout;
+}
+
+export interface EspContents {
+  arch: Arch;
+  efiBinary: string;
+  /** The script file (autoexec.ipxe). */
+  script: string;
+  bios?: BiosBoot;
+  /** A scratch directory for syslinux.cfg. */
+  tmp: string;
+  isBlockDevice: boolean;
+}
+
+/** FAT32 on the ESP (explicit cluster size and geometry, see board/fat32.ts), then the files. */
+export async function writeEsp(target: string, esp: Located, c: EspContents): Promise<void> {
+  const mk = await run(
+    "mkfs.vfat",
+    [
+      "-F",
+      "32",
+      "-S",
+      String(esp.sectorSize),
+      "-s",
+      String(fat32ClusterSectors(esp.size, esp.sectorSize)),
+      "-g",
+      "64/32",
+      "--mbr=n",
+      "-n",
+      ESP_LABEL,
+      ...(c.isBlockDevice ? ["-I"] : []),
+      `--offset=${esp.firstLba}`,
+      "-h",
+      String(esp.firstLba),
+      target,
+      String(esp.size / 1024),
+    ],
+    { allowFailure: true },
+  );
+  if (mk.exitCode !== 0)
+    throw new ProvisionError(
+      `mkfs.vfat failed on the ESP of ${target}: ${lastLine(mk.stderr || mk.stdout)}`,
+    );
+  const img = `${target}@@${esp.offset}`;
+  const loader = c.arch === "aarch64" ? "BOOTAA64.EFI" : "BOOTX64.EFI";
+  await mtool("mmd", ["-i", img, "::/EFI", "::/EFI/BOOT"], "cannot make /EFI/BOOT on the ESP");
+  await mtool(
+    "mcopy",
+    ["-i", img, c.efiBinary, `::/EFI/BOOT/${loader}`],
+    `cannot copy ${c.efiBinary} to the ESP`,
+  );
+  await mtool(
+    "mcopy",
+    ["-i", img, c.script, "::/autoexec.ipxe"],
+    "cannot copy autoexec.ipxe to the ESP",
+  );
+  if (c.bios) {
+    const cfg = join(c.tmp, "syslinux.cfg");
+    // The script is ipxe.lkrn's initrd: iPXE runs a script it is given as an image.
+    await writeFile(
+      cfg,
+      "DEFAULT ipxe\nPROMPT 0\nTIMEOUT 0\nLABEL ipxe\n  KERNEL /syslinux/ipxe.lkrn\n  INITRD /autoexec.ipxe\n",
+    );
+    await mtool("mmd", ["-i", img, "::/syslinux"], "cannot make /syslinux on the ESP");
+    await mtool(
+      "mcopy",
+      ["-i", img, c.bios.lkrn, "::/syslinux/ipxe.lkrn"],
+      `cannot copy ${c.bios.lkrn} to the ESP`,
+    );
+    await mtool(
+      "mcopy",
+      ["-i", img, cfg, "::/syslinux/syslinux.cfg"],
+      "cannot copy syslinux.cfg to the ESP",
+    );
+    // The mtools-based installer: boot sector, ldlinux.sys and its own matching ldlinux.c32.
+    const r = await run(
+      "syslinux",
+      ["--install", "--offset", String(esp.offset), "--directory", "/syslinux", target],
+      { allowFailure: true, env: { MTOOLS_SKIP_CHECK: "1" } },
+    );
+    if (r.exitCode !== 0)
+      throw new ProvisionError(
+        `syslinux could not install on the ESP of ${target}: ${lastLine(r.stderr || r.stdout)}`,
+      );
+    const mbr = await readFile(c.bios.gptmbr);
+    if (mbr.length > 440)
+      throw new ProvisionError(`${c.bios.gptmbr} is ${mbr.length} bytes; the MBR boot code is 440`);
+    await writeAt(target, mbr, 0);
+  }
+}
+
+/**
+ * ext4 labelled "secrets" from the staged directory, written straight into the partition
+ * (mke2fs -E offset=), then every inode made root's with the modes we promise (mke2fs -d
+ * copies the owner of the staged files, which is the user when not root), and the
+ * read-only feature set unless `writable`.
+ */
+export async function writeSecrets(
+  target: string,
+  part: Located,
+  staged: { dir: string; files: string[]; directories: string[] },
+  opts: { writable: boolean },
+): Promise<void> {
+  const mk = await run(
+    "mke2fs",
+    [
+      "-q",
+      "-F",
+      "-t",
+      "ext4",
+      "-L",
+      SECRETS_LABEL,
+      "-d",
+      staged.dir,
+      "-E",
+      `offset=${part.offset},root_owner=0:0`,
+      target,
+      `${part.size / 1024}k`,
+    ],
+    { allowFailure: true },
+  );
+  if (mk.exitCode !== 0)
+    throw new ProvisionError(
+      `mke2fs failed on the secrets partition of ${target}: ${lastLine(mk.stderr || mk.stdout)}`,
+    );
+  const cmds = ["sif / mode 040700", "sif / uid 0", "sif / gid 0"];
+  for (const d of staged.directories) {
+    const p = `/${d}`;
+    cmds.push(`sif "${p}" mode 040700`, `sif "${p}" uid 0`, `sif "${p}" gid 0`);
+  }
+  for (const f of staged.files) {
+    const p = `/${f}`;
+    cmds.push(`sif "${p}" mode 0100600`, `sif "${p}" uid 0`, `sif "${p}" gid 0`);
+  }
+  if (!opts.writable) cmds.push("feature read-only");
+  await debugfs(target, part, cmds, true);
+}
+
+/** Run debugfs commands on the secrets filesystem; debugfs exits 0 on errors, so read stderr. */
+export async function debugfs(
+  target: string,
+  part: Located,
+  cmds: string[],
+  write = false,
+): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "provision-debugfs-"));
+  try {
+    const script = join(dir, "cmds");
+    await writeFile(script, `${cmds.join("\n")}\n`);
+    const r = await run(
+      "debugfs",
+      [...(write ? ["-w"] : []), "-f", script, `${target}?offset=${part.offset}`],
+      { allowFailure: true },
+    );
+    const errors = r.stderr
+      .split("\n")
+      .filter((l) => l.trim() && !/^debugfs \d/.test(l) && !/^debugfs:/.test(l));
+    if (r.exitCode !== 0 || errors.length > 0)
+      throw new ProvisionError(
+        `debugfs on the secrets filesystem of ${target}: ${errors[0] ?? lastLine(r.stderr)}`,
+      );
+    return r.stdout;
+  } catch (err) {
+    if (err instanceof ProvisionError) throw err;
+    throw new ProvisionError(
+      `debugfs on the secrets filesystem of ${target}: ${describeError(err)}`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,525 @@
+// provision pxe-stick, read back with the real tools (sgdisk, mtools, fsck.vfat, debugfs,
+// dumpe2fs, e2fsck, ignition-validate, systemd-analyze, shellcheck): the layout, the boot
+// files, the secrets volume (modes, owners, read-only feature), reproduce.sh, and that no
+// secret value ever reaches stdout, stderr or a leftover temp file. The binaries come from
+// fixtures/build-pxe-fixture.sh (Debian trixie's iPXE, bookworm's syslinux).
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execa } from "execa";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readGpt } from "../../src/gpt/index.js";
+import { runCli } from "../helpers/cli.js";
+import { repoRoot } from "../helpers/fixtures.js";
+import { attachLoop, detachLoop } from "../helpers/loop.js";
+
+const FX = join(repoRoot, ".cache", "pxe-fixture");
+const EFI = join(FX, "ipxe", "ipxe.efi");
+const LKRN = join(FX, "ipxe", "ipxe.lkrn");
+const MiB = 1024 * 1024;
+
+// Every value below must never appear in any output.
+const SECRET_VALUE = "sv-7f3a9c1e-topsecret";
+const ENV_TOKEN = 'tok$en"with`quotes\\and$(dollar)';
+const ENV_URL = "https://k3s.example:6443/?k=sv-url-5b2d";
+const DIR_PASSWORD = "sv-dirfile-91ab";
+const NESTED = "sv-nested-4c4c";
+const ALL_SECRETS = [SECRET_VALUE, ENV_TOKEN, ENV_URL, DIR_PASSWORD, NESTED, "sv-url-5b2d"];
+
+let work: string;
+let home: string;
+let secretsDir: string;
+let img: string;
+let tmp: string;
+let base: string[];
+let build: { code: number; stdout: string; stderr: string };
+
+const cli = (args: string[], env: Record<string, string> = {}) =>
+  runCli(args, {
+    cacheHome: join(work, "cache"),
+    env: { HOME: home, TMPDIR: tmp, K3S_TOKEN: ENV_TOKEN, K3S_URL: ENV_URL, ...env },
+  });
+
+const sgdisk = async (...args: string[]) => (await execa("sgdisk", args)).stdout;
+const debugfs = async (file: string, offset: number, cmd: string) =>
+  (await execa("debugfs", ["-R", cmd, `${file}?offset=${offset}`])).stdout;
+
+function noSecrets(...texts: string[]) {
+  for (const t of texts) for (const s of ALL_SECRETS) expect(t).not.toContain(s);
+}
+
+async function partitions(file: string) {
+  const gpt = await readGpt(file);
+  const esp = gpt.partitions.find((p) => p.name === "EFI-SYSTEM");
+  const secrets = gpt.partitions.find((p) => p.name === "secrets");
+  if (!esp || !secrets) throw new Error("partitions missing");
+  return { gpt, esp, secrets };
+}
+
+/** Every file on the secrets volume with its mode, uid, gid (debugfs ls -p, recursively). */
+async function volumeTree(file: string, offset: number, dir = "/") {
+  const out: { path: string; mode: string; uid: string; gid: string }[] = [];
+  const ls = await debugfs(file, offset, `ls -p ${dir}`);
+  for (const line of ls.split("\n")) {
+    const f = line.trim().split("/");
+    if (f.length < 7 || !/^\d+$/.test(f[1] ?? "")) continue;
+    const name = f[5] as string;
+    if (name === "." || name === "..") continue;
+    const p = dir === "/" ? `/${name}` : `${dir}/${name}`;
+    out.push({ path: p, mode: f[2] as string, uid: f[3] as string, gid: f[4] as string });
+    if ((f[2] as string).startsWith("040") && name !== "lost+found")
+      out.push(...(await volumeTree(file, offset, p)));
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  const r = spawnSync("bash", [join(repoRoot, "fixtures", "build-pxe-fixture.sh"), FX], {
+    stdio: "inherit",
+  });
+  if (r.status !== 0) throw new Error(`fixtures/build-pxe-fixture.sh failed (${r.status})`);
+  work = await mkdtemp(join(tmpdir(), "provision-pxe-test-"));
+  home = join(work, "home");
+  tmp = join(work, "tmp");
+  await mkdir(join(home, ".ssh"), { recursive: true });
+  await mkdir(tmp);
+  await execa("ssh-keygen", [
+    "-q",
+    "-t",
+    "ed25519",
+    "-N",
+    "",
+    "-C",
+    "me@home",
+    "-f",
+    join(home, ".ssh", "id_ed25519"),
+  ]);
+  secretsDir = join(work, "secrets-in");
+  await mkdir(join(secretsDir, "tls"), { recursive: true });
+  await writeFile(join(secretsDir, "password"), `${DIR_PASSWORD}\n`);
+  await writeFile(join(secretsDir, "tls", "key.pem"), `${NESTED}\n`);
+  await chmod(join(secretsDir, "password"), 0o644);
+  base = [
+    "--ipxe-efi",
+    EFI,
+    "--ipxe-lkrn",
+    LKRN,
+    "--ignition-url",
+    "http://10.0.2.2:8000/node.ign",
+    "--base-url",
+    "http://10.0.2.2:8000",
+  ];
+  img = join(work, "stick.img");
+  build = await cli([
+    "pxe-stick",
+    img,
+    ...base,
+    "--hostname",
+    "node1",
+    "--kernel-arg",
+    "console=ttyS0",
+    "--secret",
+    `API_KEY=${SECRET_VALUE}`,
+    "--secrets-env",
+    "K3S_",
+    "--secrets-dir",
+    secretsDir,
+  ]);
+}, 300_000);
+
+afterAll(async () => {
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe("pxe-stick: the stick, read back", () => {
+  it("builds an image file: exit 0, one line per missing well-known group, no secret value anywhere", async () => {
+    expect(build.code, build.stderr).toBe(0);
+    expect(build.stderr).toMatch(
+      /✔ .*stick\.img: boot stick for Flatcar stable current x86_64 \(UEFI \+ BIOS\)/,
+    );
+    for (const g of ["LOGEXPORT", "HEARTBEAT", "NAMECHEAP_DDNS"])
+      expect(build.stderr.split("\n").filter((l) => l.includes(`no ${g}_* secrets`))).toHaveLength(
+        1,
+      );
+    expect(build.stderr).not.toMatch(/no K3S_\* secrets/);
+    expect(build.stderr).toContain("K3S_env (K3S_TOKEN, K3S_URL)");
+    noSecrets(build.stdout, build.stderr);
+    // The 0700 staging directory is gone.
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it("GPT: EFI-SYSTEM (EF00, legacy-BIOS-bootable) and secrets (8300); backup intact; gptmbr.bin in the MBR", async () => {
+    expect(await sgdisk("-v", img)).toContain("No problems found");
+    const { gpt, esp, secrets } = await partitions(img);
+    expect(gpt.backupValid).toBe(true);
+    expect(esp.typeGuid).toBe("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    expect(esp.offsetBytes).toBe(MiB);
+    expect(esp.sizeBytes).toBe(64 * MiB);
+    expect(secrets.typeGuid).toBe("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+    expect(secrets.sizeBytes).toBe(32 * MiB);
+    expect(await sgdisk("-A", "1:show", img)).toMatch(/legacy BIOS bootable/);
+    const mbr = (await readFile(img)).subarray(0, 512);
+    const gptmbr = await readFile("/usr/lib/syslinux/mbr/gptmbr.bin").catch(() =>
+      readFile(join(FX, "syslinux", "gptmbr.bin")),
+    );
+    expect(mbr.subarray(0, 440).equals(gptmbr.subarray(0, 440))).toBe(true);
+    expect(mbr[450]).toBe(0xee); // still a protective MBR
+  });
+
+  it("ESP: FAT32 with iPXE as BOOTX64.EFI, the script, syslinux for BIOS; fsck.vfat clean", async () => {
+    const { esp } = await partitions(img);
+    const at = `${img}@@${esp.offsetBytes}`;
+    const env = { ...process.env, MTOOLS_SKIP_CHECK: "1" };
+    const ls = (await execa("mdir", ["-/", "-a", "-b", "-i", at, "::/"], { env })).stdout;
+    for (const f of [
+      "::/EFI/BOOT/BOOTX64.EFI",
+      "::/autoexec.ipxe",
+      "::/syslinux/ipxe.lkrn",
+      "::/syslinux/syslinux.cfg",
+      "::/syslinux/ldlinux.sys",
+      "::/syslinux/ldlinux.c32",
+    ])
+      expect(ls.toUpperCase()).toContain(f.toUpperCase());
+    expect((await execa("minfo", ["-i", at], { env })).stdout).toMatch(/FAT32|fat32|big size/i);
+    const copy = join(work, "efi.bin");
+    await execa("mcopy", ["-n", "-i", at, "::/EFI/BOOT/BOOTX64.EFI", copy], { env });
+    const sha = async (f: string) =>
+      createHash("sha256")
+        .update(await readFile(f))
+        .digest("hex");
+    expect(await sha(copy)).toBe(await sha(EFI));
+    const script = (await execa("mtype", ["-i", at, "::/autoexec.ipxe"], { env })).stdout;
+    const printed = await cli([
+      "pxe-stick",
+      ...base,
+      "--hostname",
+      "node1",
+      "--kernel-arg",
+      "console=ttyS0",
+      "--print-script",
+    ]);
+    expect(printed.code).toBe(0);
+    expect(script.trim()).toBe(printed.stdout.trim());
+    expect(script).toMatch(/^#!ipxe/);
+    expect(script).toContain(
+      "kernel http://10.0.2.2:8000/flatcar_production_pxe.vmlinuz initrd=flatcar_production_pxe_image.cpio.gz flatcar.first_boot=1 ignition.config.url=http://10.0.2.2:8000/node.ign systemd.hostname=node1 console=ttyS0",
+    );
+    const cfg = (await execa("mtype", ["-i", at, "::/syslinux/syslinux.cfg"], { env })).stdout;
+    expect(cfg).toContain("KERNEL /syslinux/ipxe.lkrn");
+    expect(cfg).toContain("INITRD /autoexec.ipxe");
+    // fsck.vfat on the ESP's bytes alone.
+    const espFile = join(work, "esp.img");
+    await execa("dd", [
+      `if=${img}`,
+      `of=${espFile}`,
+      "bs=1M",
+      `skip=${esp.offsetBytes / MiB}`,
+      `count=${esp.sizeBytes / MiB}`,
+      "status=none",
+    ]);
+    const fsck = await execa("fsck.vfat", ["-n", espFile], { reject: false });
+    expect(fsck.exitCode, fsck.stdout).toBe(0);
+  });
+
+  it("secrets: ext4 labelled secrets, read-only feature, every file 0600 and directory 0700, root; e2fsck clean", async () => {
+    const { secrets } = await partitions(img);
+    const h = (await execa("dumpe2fs", ["-h", `${img}?offset=${secrets.offsetBytes}`])).stdout;
+    expect(h).toMatch(/Filesystem volume name:\s+secrets/);
+    expect(h).toMatch(/Filesystem features:.*\bread-only\b/);
+    const tree = await volumeTree(img, secrets.offsetBytes);
+    const paths = tree
+      .map((t) => t.path)
+      .filter((p) => !p.startsWith("/lost+found"))
+      .sort();
+    expect(paths).toEqual([
+      "/API_KEY",
+      "/K3S_env",
+      "/authorized_keys",
+      "/password",
+      "/reproduce.sh",
+      "/tls",
+      "/tls/key.pem",
+    ]);
+    for (const t of tree) {
+      expect(t.uid, t.path).toBe("0");
+      expect(t.gid, t.path).toBe("0");
+      expect(t.mode, t.path).toBe(
+        t.path === "/tls" || t.path === "/lost+found" ? "040700" : "100600",
+      );
+    }
+    expect(await debugfs(img, secrets.offsetBytes, "stat /")).toMatch(/Mode:\s+0700/);
+    // The values arrive intact (read with debugfs, never printed by the tool).
+    expect(await debugfs(img, secrets.offsetBytes, "cat /API_KEY")).toBe(SECRET_VALUE);
+    expect(await debugfs(img, secrets.offsetBytes, "cat /password")).toBe(DIR_PASSWORD);
+    expect((await debugfs(img, secrets.offsetBytes, "cat /authorized_keys")).trim()).toBe(
+      (await readFile(join(home, ".ssh", "id_ed25519.pub"), "utf8")).trim(),
+    );
+    // K3S_env: sh (and systemd's EnvironmentFile=) read the values back exactly.
+    const envFile = join(work, "K3S_env");
+    await writeFile(envFile, await debugfs(img, secrets.offsetBytes, "cat /K3S_env"));
+    const sh = await execa("sh", [
+      "-c",
+      `. "${envFile}"; printf '%s\\n%s' "$K3S_TOKEN" "$K3S_URL"`,
+    ]);
+    expect(sh.stdout).toBe(`${ENV_TOKEN}\n${ENV_URL}`);
+    const part = join(work, "secrets.ext4");
+    await execa("dd", [
+      `if=${img}`,
+      `of=${part}`,
+      "bs=1M",
+      `skip=${secrets.offsetBytes / MiB}`,
+      `count=${secrets.sizeBytes / MiB}`,
+      "status=none",
+    ]);
+    const fsck = await execa("e2fsck", ["-fn", part], { reject: false });
+    expect(fsck.exitCode, fsck.stdout + fsck.stderr).toBe(0);
+  });
+
+  it("reproduce.sh names the secrets, holds no value, passes sh -n and shellcheck, and rebuilds the stick from the volume", async () => {
+    const { secrets } = await partitions(img);
+    const text = await debugfs(img, secrets.offsetBytes, "cat /reproduce.sh");
+    noSecrets(text);
+    expect(text).toContain("K3S_env: K3S_TOKEN, K3S_URL");
+    expect(text).toContain("API_KEY");
+    expect(text).toContain("--ignition-url http://10.0.2.2:8000/node.ign");
+    const file = join(work, "reproduce.sh");
+    await writeFile(file, text);
+    await execa("sh", ["-n", file]);
+    const sc = await execa("shellcheck", ["-s", "sh", file], { reject: false });
+    expect(sc.exitCode, sc.stdout).toBe(0);
+    // Run it: the volume's files (copied out, as if mounted) are the secrets of the new stick.
+    const mounted = join(work, "mounted");
+    await mkdir(mounted);
+    await execa("debugfs", ["-R", `rdump / ${mounted}`, `${img}?offset=${secrets.offsetBytes}`]);
+    const bin = join(work, "bin");
+    await mkdir(bin);
+    await writeFile(
+      join(bin, "provision"),
+      `#!/bin/sh\nexec node ${join(repoRoot, "bin", "provision.js")} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const copy = join(work, "stick2.img");
+    const r = await execa("sh", [join(mounted, "reproduce.sh"), copy], {
+      reject: false,
+      env: {
+        PATH: `${bin}:${process.env.PATH}`,
+        HOME: home,
+        TMPDIR: tmp,
+        XDG_CACHE_HOME: join(work, "cache"),
+        CI: "1",
+      },
+    });
+    expect(r.exitCode, r.stderr).toBe(0);
+    noSecrets(r.stdout, r.stderr);
+    const p2 = await partitions(copy);
+    for (const f of ["/API_KEY", "/K3S_env", "/authorized_keys", "/password", "/tls/key.pem"])
+      expect(await debugfs(copy, p2.secrets.offsetBytes, `cat ${f}`), f).toBe(
+        await debugfs(img, secrets.offsetBytes, `cat ${f}`),
+      );
+  });
+
+  it("--print-ignition: passes ignition-validate, and its units pass systemd-analyze verify", async () => {
+    const r = await cli(["pxe-stick", "--print-ignition"]);
+    expect(r.code).toBe(0);
+    const file = join(work, "fragment.ign");
+    await writeFile(file, r.stdout);
+    const v = await execa("ignition-validate", [file], { reject: false });
+    expect(v.exitCode, v.stdout + v.stderr).toBe(0);
+    const cfg = JSON.parse(r.stdout) as {
+      systemd: { units: { name: string; contents: string }[] };
+    };
+    const mount = cfg.systemd.units.find((u) => u.name === "secrets.mount");
+    expect(mount?.contents).toMatch(/What=\/dev\/disk\/by-label\/secrets/);
+    expect(mount?.contents).toMatch(/Options=ro,nosuid,nodev,noexec/);
+    // --root resolves every unit and program under the root: give it this host's units and
+    // the two programs the units run.
+    const root = join(work, "root");
+    await mkdir(join(root, "etc", "systemd", "system"), { recursive: true });
+    await mkdir(join(root, "usr", "lib", "systemd"), { recursive: true });
+    await cp("/usr/lib/systemd/system", join(root, "usr", "lib", "systemd", "system"), {
+      recursive: true,
+      verbatimSymlinks: true,
+    });
+    await mkdir(join(root, "usr", "bin"), { recursive: true });
+    await mkdir(join(root, "bin"), { recursive: true });
+    await cp("/usr/bin/install", join(root, "usr", "bin", "install"));
+    await cp("/bin/sh", join(root, "bin", "sh"), { dereference: true });
+    for (const u of cfg.systemd.units)
+      await writeFile(join(root, "etc", "systemd", "system", u.name), u.contents);
+    const sa = await execa(
+      "systemd-analyze",
+      [
+        "verify",
+        `--root=${root}`,
+        ...cfg.systemd.units.map((u) => `/etc/systemd/system/${u.name}`),
+      ],
+      { reject: false },
+    );
+    expect(sa.exitCode, sa.stderr).toBe(0);
+    const problems = sa.stderr.split("\n").filter((l) => l.trim());
+    expect(problems, sa.stderr).toEqual([]);
+  });
+
+  it("--update-secrets rewrites only the secrets volume; the ESP and the build command stay", async () => {
+    const copy = join(work, "update.img");
+    await execa("cp", ["--sparse=always", img, copy]);
+    const { esp, secrets } = await partitions(copy);
+    const espHash = async () => {
+      const b = await readFile(copy);
+      return createHash("sha256")
+        .update(b.subarray(0, esp.offsetBytes + esp.sizeBytes))
+        .digest("hex");
+    };
+    const before = await espHash();
+    const r = await cli([
+      "pxe-stick",
+      copy,
+      "--update-secrets",
+      "--secret",
+      "NEW=sv-new-value-77",
+      "--ssh-key",
+      join(home, ".ssh", "id_ed25519.pub"),
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).not.toContain("sv-new-value-77");
+    expect(r.stderr).toMatch(/secrets volume rewritten and read back \(read-only\)/);
+    expect(await espHash()).toBe(before);
+    const tree = (await volumeTree(copy, secrets.offsetBytes))
+      .map((t) => t.path)
+      .filter((p) => !p.startsWith("/lost+found"))
+      .sort();
+    expect(tree).toEqual(["/NEW", "/authorized_keys", "/reproduce.sh"]);
+    const rep = await debugfs(copy, secrets.offsetBytes, "cat /reproduce.sh");
+    expect(rep).toContain("--update-secrets");
+    expect(rep).toContain("--ignition-url http://10.0.2.2:8000/node.ign");
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it("--secrets-writable leaves the read-only feature off; --dry-run writes nothing and shows names only", async () => {
+    const w = join(work, "writable.img");
+    const r = await cli([
+      "pxe-stick",
+      w,
+      ...base,
+      "--secrets-writable",
+      "--secret",
+      `API_KEY=${SECRET_VALUE}`,
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const { secrets } = await partitions(w);
+    const h = (await execa("dumpe2fs", ["-h", `${w}?offset=${secrets.offsetBytes}`])).stdout;
+    expect(h).not.toMatch(/Filesystem features:.*\bread-only\b/);
+
+    const d = join(work, "dry.img");
+    const dry = await cli([
+      "pxe-stick",
+      d,
+      ...base,
+      "--dry-run",
+      "--json",
+      "--secret",
+      `API_KEY=${SECRET_VALUE}`,
+      "--secrets-env",
+      "K3S",
+      "--secrets-dir",
+      secretsDir,
+    ]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(existsSync(d)).toBe(false);
+    expect(dry.stderr).toMatch(/plan for .*dry\.img/);
+    expect(dry.stderr).toContain("API_KEY");
+    noSecrets(dry.stdout, dry.stderr);
+    expect(JSON.parse(dry.stdout).secrets.envFiles).toEqual([
+      { file: "K3S_env", variables: ["K3S_TOKEN", "K3S_URL"] },
+    ]);
+  });
+});
+
+describe("pxe-stick: bad input gives one clear line and writes nothing", () => {
+  it("no --ignition-url; a bookworm iPXE without autoexec; a --secret without =; a private key as --ssh-key", async () => {
+    const t = join(work, "bad.img");
+    const noUrl = await cli(["pxe-stick", t, "--ipxe-efi", EFI]);
+    expect(noUrl.code).toBe(2);
+    expect(noUrl.stderr).toMatch(/--ignition-url is required/);
+
+    const old = "/usr/lib/ipxe/ipxe.efi"; // Debian bookworm's package (2019), installed by setup
+    const oldEfi = await cli(["pxe-stick", t, ...base.filter((_, i) => i > 1), "--ipxe-efi", old]);
+    expect(oldEfi.code).toBe(2);
+    expect(oldEfi.stderr).toMatch(/does not run \/autoexec\.ipxe/);
+    expect(oldEfi.stderr).toMatch(/hint: pass --ipxe-efi https:\/\/boot\.ipxe\.org/);
+
+    const noEq = await cli(["pxe-stick", t, ...base, "--secret", SECRET_VALUE]);
+    expect(noEq.code).toBe(2);
+    expect(noEq.stderr).toMatch(/--secret: expected NAME=VALUE/);
+
+    const priv = await cli([
+      "pxe-stick",
+      t,
+      ...base,
+      "--ssh-key",
+      join(home, ".ssh", "id_ed25519"),
+    ]);
+    expect(priv.code).toBe(2);
+    expect(priv.stderr).toMatch(/not an OpenSSH public key/);
+    const privateKey = await readFile(join(home, ".ssh", "id_ed25519"), "utf8");
+    expect(priv.stderr).not.toContain(privateKey.split("\n")[1]);
+
+    noSecrets(noUrl.stderr, noEq.stderr, noEq.stdout, priv.stderr);
+    expect(existsSync(t)).toBe(false);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it("secrets that do not fit: the partial image file is removed and the message says so", async () => {
+    const big = join(work, "big-secrets");
+    await mkdir(big);
+    await writeFile(join(big, "blob"), Buffer.alloc(4 * MiB, 7));
+    const t = join(work, "toosmall.img");
+    const r = await cli(["pxe-stick", t, ...base, "--secrets-size", "2", "--secrets-dir", big]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/mke2fs failed.*removed the partial .*toosmall\.img/);
+    expect(
+      r.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => l.startsWith("provision:")),
+    ).toHaveLength(1);
+    expect(existsSync(t)).toBe(false);
+  });
+});
+
+describe("pxe-stick on a loop device", () => {
+  it("refuses without --yes and no terminal (nothing written), then writes it with --yes", async () => {
+    const file = join(work, "loop-backing.img");
+    await writeFile(file, Buffer.alloc(0));
+    await execa("truncate", ["-s", "128M", file]);
+    const dev = await attachLoop(file);
+    try {
+      const refused = await cli(["pxe-stick", dev, ...base]);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toMatch(/--yes/);
+      const head = (await readFile(file)).subarray(0, MiB);
+      expect(head.every((b) => b === 0)).toBe(true);
+      const ok = await cli([
+        "pxe-stick",
+        dev,
+        ...base,
+        "--yes",
+        "--secret",
+        `API_KEY=${SECRET_VALUE}`,
+      ]);
+      expect(ok.code, ok.stderr).toBe(0);
+      noSecrets(ok.stdout, ok.stderr);
+      expect(await sgdisk("-v", dev)).toContain("No problems found");
+      const { gpt, secrets } = await partitions(dev);
+      // The backup GPT sits at the end of the 128 MiB device.
+      expect(gpt.backupValid).toBe(true);
+      expect(gpt.backupLba).toBe(128 * 2048 - 1);
+      expect(await debugfs(dev, secrets.offsetBytes, "cat /API_KEY")).toBe(SECRET_VALUE);
+    } finally {
+      await detachLoop(dev);
+    }
+  });
+});
