@@ -435,6 +435,9 @@ async function startDomain(
       if (!stopped) {
         stopped = true;
         await host.exec(`${virsh} destroy ${name} >/dev/null 2>&1 || true`);
+        // The guest is gone: no need to wait for the console loop's last poll and grace
+        // period (it ends by itself on the host within a second).
+        proc.close();
       }
       await exited;
     },

@@ -29,6 +29,7 @@ let badHashIgn: string;
 let sshd: Sshd;
 let stopLibvirtd: () => Promise<void> = async () => {};
 let remoteDir: string;
+let fakeBin: string;
 
 async function sha256(file: string): Promise<string> {
   const h = createHash("sha256");
@@ -82,7 +83,21 @@ beforeAll(async () => {
   img = join(work, "card.img");
   const f = await cli(["flash", img, "--image-url", FIXTURE_XZ, "-q"]);
   if (f.code !== 0) throw new Error(`flash failed: ${f.stderr}`);
-  [sshd, stopLibvirtd] = await Promise.all([startSshd(), ensureLibvirtd()]);
+  // SELinux cannot run on this machine: the host's getenforce says "Enforcing" and chcon
+  // records what it was asked to do (the only stand-ins in this file), through the sshd's
+  // session PATH.
+  fakeBin = join(work, "fakebin");
+  await mkdir(fakeBin);
+  await writeFile(join(fakeBin, "getenforce"), "#!/bin/sh\necho Enforcing\n", { mode: 0o755 });
+  await writeFile(join(fakeBin, "chcon"), `#!/bin/sh\necho "$*" >> ${join(work, "chcon.log")}\n`, {
+    mode: 0o755,
+  });
+  [sshd, stopLibvirtd] = await Promise.all([
+    startSshd({
+      env: { PATH: `${fakeBin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` },
+    }),
+    ensureLibvirtd(),
+  ]);
 }, 900_000);
 
 afterAll(async () => {
@@ -128,9 +143,13 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
     expect(res.remote).toMatchObject({
       host: `root@[127.0.0.1]:${sshd.port}`,
       hostKey: "ssh-ed25519 (match)",
-      selinuxRelabeled: false,
+      selinuxRelabeled: true,
       kept: false,
     });
+    // Enforcing: the config got the label the FCOS libvirt docs give it, before the boot.
+    expect((await readFile(join(work, "chcon.log"), "utf8")).trim()).toBe(
+      `--type svirt_home_t ${res.remote?.dir}/config.ign`,
+    );
     // A qcow2 of the allocated clusters went over the wire, not the 256 MiB raw image.
     expect(res.remote?.uploadedBytes).toBeGreaterThan(1_000_000);
     expect(res.remote?.uploadedBytes).toBeLessThan((await stat(img)).size / 2);
