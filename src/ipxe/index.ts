@@ -237,6 +237,7 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     };
     report.warnings.push(...staged.warnings);
 
+    if (signal?.aborted) throw new InterruptedError();
     const target = await inspectTarget(o.target);
     report.kind = target.kind;
     await checkTargetSafe(target, { wholeDiskOnly: true }).catch((err: unknown) => {
@@ -318,6 +319,7 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
         bios,
         tmp,
         isBlockDevice: target.kind === "block",
+        signal,
       });
       if (signal?.aborted) throw new InterruptedError();
       reporter.info("writing the secrets volume");
@@ -325,13 +327,18 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
         target.path,
         parts.secrets,
         { dir: staging, ...staged },
-        { writable: Boolean(o.secretsWritable) },
+        { writable: Boolean(o.secretsWritable), signal },
       );
+      if (signal?.aborted) throw new InterruptedError();
       reporter.info("reading back");
       await verifyStick(target.path, script, staged, !o.secretsWritable);
     } catch (err) {
       report.incomplete = await undoPartialStick(target, existed);
-      throw annotate(err, target.path, report.incomplete);
+      throw annotate(
+        signal?.aborted ? new InterruptedError() : err,
+        target.path,
+        report.incomplete,
+      );
     }
     return done(report, started);
   } finally {

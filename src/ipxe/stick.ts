@@ -128,6 +128,7 @@ export interface EspContents {
   /** A scratch directory for syslinux.cfg. */
   tmp: string;
   isBlockDevice: boolean;
+  signal?: AbortSignal;
 }
 
 /** FAT32 on the ESP (explicit cluster size and geometry, see board/fat32.ts), then the files. */
@@ -153,7 +154,7 @@ export async function writeEsp(target: string, esp: Located, c: EspContents): Pr
       target,
       String(esp.size / 1024),
     ],
-    { allowFailure: true },
+    { allowFailure: true, signal: c.signal },
   );
   if (mk.exitCode !== 0)
     throw new ProvisionError(
@@ -217,7 +218,7 @@ export async function writeSecrets(
   target: string,
   part: Located,
   staged: { dir: string; files: string[]; directories: string[] },
-  opts: { writable: boolean },
+  opts: { writable: boolean; signal?: AbortSignal },
 ): Promise<void> {
   const mk = await run(
     "mke2fs",
@@ -235,7 +236,7 @@ export async function writeSecrets(
       target,
       `${part.size / 1024}k`,
     ],
-    { allowFailure: true },
+    { allowFailure: true, signal: opts.signal },
   );
   if (mk.exitCode !== 0)
     throw new ProvisionError(

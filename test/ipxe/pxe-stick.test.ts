@@ -490,6 +490,43 @@ describe("pxe-stick: bad input gives one clear line and writes nothing", () => {
   });
 });
 
+describe("pxe-stick interrupted", () => {
+  it("Ctrl-C while it works: exit 130, no partial image, no staged secrets left", async () => {
+    const big = join(work, "big-for-sigint");
+    await mkdir(big, { recursive: true });
+    // Enough to keep staging and mke2fs busy for a few seconds.
+    for (let i = 0; i < 6; i++)
+      await writeFile(join(big, `blob${i}`), Buffer.alloc(40 * MiB, i + 1));
+    const t = join(work, "interrupted.img");
+    const child = execa(
+      "node",
+      [
+        join(repoRoot, "bin", "provision.js"),
+        "pxe-stick",
+        t,
+        ...base,
+        "--secrets-size",
+        "300",
+        "--secrets-dir",
+        big,
+      ],
+      {
+        reject: false,
+        stdin: "ignore",
+        env: { HOME: home, TMPDIR: tmp, XDG_CACHE_HOME: join(work, "cache"), CI: "1" },
+      },
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    child.kill("SIGINT");
+    const r = await child;
+    expect(r.exitCode, String(r.stderr)).toBe(130);
+    expect(String(r.stderr)).toMatch(/Ctrl-C|interrupted/);
+    expect(existsSync(t)).toBe(false);
+    expect(await readdir(tmp)).toEqual([]);
+    await rm(big, { recursive: true });
+  }, 120_000);
+});
+
 describe("pxe-stick on a loop device", () => {
   it("refuses without --yes and no terminal (nothing written), then writes it with --yes", async () => {
     const file = join(work, "loop-backing.img");
