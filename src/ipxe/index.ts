@@ -282,13 +282,7 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     report.script = script;
     if (o.dryRun) return done(report, started);
 
-    if (target.kind === "block")
-      await confirmWrite(target, { yes: o.yes, isTTY: Boolean(o.isTTY), prompt: o.confirm });
-    if (o.unmount && target.kind === "block") {
-      const gone = await unmountPartitions(target);
-      if (gone.length) reporter.info(`unmounted ${gone.join(", ")} (on ${target.path})`);
-      await checkTargetSafe(target, { wholeDiskOnly: true });
-    }
+    await confirmAndUnmount(o, target, reporter);
     const scriptFile = join(tmp, "autoexec.ipxe");
     await writeFile(scriptFile, script);
     await writeFile(join(staging, "reproduce.sh"), reproduceScript(o, staged, undefined), {
@@ -379,6 +373,20 @@ function done(report: PxeStickReport, started: number): PxeStickReport {
   return report;
 }
 
+/** A disk: ask (or --yes), then with --unmount unmount its partitions and check again. */
+async function confirmAndUnmount(
+  o: PxeStickOptions,
+  target: Target,
+  reporter: Reporter,
+): Promise<void> {
+  if (target.kind !== "block") return;
+  await confirmWrite(target, { yes: o.yes, isTTY: Boolean(o.isTTY), prompt: o.confirm });
+  if (!o.unmount) return;
+  const gone = await unmountPartitions(target);
+  if (gone.length) reporter.info(`unmounted ${gone.join(", ")} (on ${target.path})`);
+  await checkTargetSafe(target, { wholeDiskOnly: true });
+}
+
 async function updateSecrets(
   o: PxeStickOptions,
   target: Target,
@@ -392,8 +400,7 @@ async function updateSecrets(
   // The build command from the stick's own reproduce.sh is kept; only the secrets change.
   const old = await debugfs(target.path, parts.secrets, ["cat /reproduce.sh"]).catch(() => "");
   if (o.dryRun) return done(report, started);
-  if (target.kind === "block")
-    await confirmWrite(target, { yes: o.yes, isTTY: Boolean(o.isTTY), prompt: o.confirm });
+  await confirmAndUnmount(o, target, o.reporter ?? silentReporter);
   await writeFile(join(staging, "reproduce.sh"), reproduceScript(o, staged, old), { mode: 0o600 });
   staged.files.push("reproduce.sh");
   try {

@@ -166,8 +166,14 @@ export async function bootRemote(
 
   // The run directory: 0711, so the qemu user can reach files it knows the name of, and
   // nobody can list it. From here on everything is removed again unless --keep.
-  await host.mkdirp(remoteDir, 0o711);
-  await host.mkdirp(dir, 0o711);
+  try {
+    await host.mkdirp(remoteDir, 0o711);
+    await host.mkdirp(dir, 0o711);
+  } catch (err) {
+    throw new ProvisionError(describeError(err), {
+      hint: `pass --remote-dir with a directory ${conn.user} can write on ${conn.host} and the qemu user can reach`,
+    });
+  }
   if (!opts.keep)
     run.cleanups.push(async () => {
       await host.exec(`rm -rf -- ${q(dir)}`);

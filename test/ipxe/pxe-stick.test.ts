@@ -559,4 +559,45 @@ describe("pxe-stick on a loop device", () => {
       await detachLoop(dev);
     }
   });
+
+  it("--update-secrets refuses a stick whose secrets volume is mounted, and with --unmount unmounts it first", async () => {
+    const file = join(work, "loop-mounted.img");
+    await execa("cp", ["--sparse=always", img, file]);
+    const dev = await attachLoop(file);
+    const mnt = join(work, "mnt");
+    await mkdir(mnt, { recursive: true });
+    try {
+      await execa("partx", ["-a", dev]);
+      await execa("mount", ["-o", "ro", `${dev}p2`, mnt]);
+      expect(await readFile(join(mnt, "API_KEY"), "utf8")).toBe(SECRET_VALUE);
+      const refused = await cli([
+        "pxe-stick",
+        dev,
+        "--update-secrets",
+        "--yes",
+        "--secret",
+        "NEW=sv-mounted-1",
+      ]);
+      expect(refused.code).toBe(3);
+      expect(refused.stderr).toMatch(/mounted/);
+      expect(refused.stderr).toMatch(/--unmount/);
+      const ok = await cli([
+        "pxe-stick",
+        dev,
+        "--update-secrets",
+        "--yes",
+        "--unmount",
+        "--secret",
+        "NEW=sv-mounted-1",
+      ]);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(ok.stderr).toMatch(new RegExp(`unmounted .*${mnt}`));
+      expect(ok.stderr).not.toContain("sv-mounted-1");
+      const { secrets } = await partitions(dev);
+      expect(await debugfs(dev, secrets.offsetBytes, "cat /NEW")).toBe("sv-mounted-1");
+    } finally {
+      await execa("umount", [mnt], { reject: false });
+      await detachLoop(dev);
+    }
+  });
 });
