@@ -4,6 +4,7 @@
  * --secret/--ssh-key/--secrets-* (the secrets come back from the volume itself).
  */
 import { type Command, Option } from "commander";
+import { pickDisk } from "../disk/index.js";
 import { EXIT, UsageError } from "../errors.js";
 import type { Reporter } from "../progress/index.js";
 import type { Arch, OsName } from "../source/index.js";
@@ -203,12 +204,17 @@ disk, mounted, too small, not confirmed), 4 a required program is missing, 130 i
         return;
       }
       const printScript = Boolean(o.printScript);
+      const isTTY = Boolean(process.stdin.isTTY && process.stderr.isTTY);
       if (!target && !printScript) {
-        process.stderr.write(
-          "provision: pxe-stick needs a target: a disk (/dev/sdX) or an image file\n",
-        );
-        process.exitCode = EXIT.USAGE;
-        return;
+        // As flash: on a terminal, pick one of the removable disks; in a script, say what is missing.
+        if (!isTTY) {
+          process.stderr.write(
+            "provision: pxe-stick needs a target: a disk (/dev/sdX) or an image file\n",
+          );
+          process.exitCode = EXIT.USAGE;
+          return;
+        }
+        target = await pickDisk({});
       }
       const reporter = h.makeReporter({ quiet: Boolean(o.quiet) || printScript });
       const signal = h.interruptSignal(reporter);
@@ -243,7 +249,7 @@ disk, mounted, too small, not confirmed), 4 a required program is missing, 130 i
         dryRun: Boolean(o.dryRun) || printScript,
         scriptOnly: printScript,
         yes: Boolean(o.yes),
-        isTTY: Boolean(process.stdin.isTTY && process.stderr.isTTY),
+        isTTY,
         unmount: Boolean(o.unmount),
         offline: Boolean(o.offline),
         reporter,

@@ -441,6 +441,9 @@ describe("pxe-stick: the stick, read back", () => {
 describe("pxe-stick: bad input gives one clear line and writes nothing", () => {
   it("no --ignition-url; a bookworm iPXE without autoexec; a --secret without =; a private key as --ssh-key", async () => {
     const t = join(work, "bad.img");
+    const noTarget = await cli(["pxe-stick", ...base]);
+    expect(noTarget.code).toBe(2);
+    expect(noTarget.stderr).toMatch(/needs a target: a disk \(\/dev\/sdX\) or an image file/);
     const noUrl = await cli(["pxe-stick", t, "--ipxe-efi", EFI]);
     expect(noUrl.code).toBe(2);
     expect(noUrl.stderr).toMatch(/--ignition-url is required/);
