@@ -9,6 +9,7 @@
  * after writing started removes an image file we created, or clears the partition table of
  * a disk, and says so.
  */
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -198,36 +199,22 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
   let staged: StagedSecrets;
   try {
     await mkdir(staging, { mode: 0o700 });
+    // Default keys (~/.ssh/id_*.pub) only when none were given and --secrets-dir brings none.
+    const sshKeys =
+      o.sshKeys ??
+      (o.secretsDir && existsSync(join(o.secretsDir, "authorized_keys"))
+        ? []
+        : await defaultSshKeys(o.home));
     staged = await stageSecrets(
       {
-        sshKeys: o.sshKeys ?? [],
+        sshKeys,
         secrets: secretArgs,
         envPrefixes: o.secretsEnv ?? [],
         secretsDir: o.secretsDir,
         env: o.env ?? process.env,
       },
       staging,
-    ).then(async (s) => {
-      // Default keys only when none were given and the secrets dir brings none.
-      if (o.sshKeys === undefined && !s.files.includes("authorized_keys")) {
-        const keys = await defaultSshKeys(o.home);
-        if (keys.length > 0) {
-          await rm(staging, { recursive: true, force: true });
-          await mkdir(staging, { mode: 0o700 });
-          return await stageSecrets(
-            {
-              sshKeys: keys,
-              secrets: secretArgs,
-              envPrefixes: o.secretsEnv ?? [],
-              secretsDir: o.secretsDir,
-              env: o.env ?? process.env,
-            },
-            staging,
-          );
-        }
-      }
-      return s;
-    });
+    );
     report.secrets = {
       files: staged.files,
       directories: staged.directories,
@@ -308,7 +295,7 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
       reporter.info("writing the boot partition");
       await writeEsp(target.path, parts.esp, {
         arch: o.arch,
-        efiBinary: efi ?? (bios as BiosBoot).lkrn,
+        efiBinary: efi,
         script: scriptFile,
         bios,
         tmp,

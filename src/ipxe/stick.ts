@@ -121,7 +121,8 @@ async function mtool(program: string, args: string[], what: string): Promise<str
 
 export interface EspContents {
   arch: Arch;
-  efiBinary: string;
+  /** The iPXE EFI binary; none for a BIOS-only stick. */
+  efiBinary?: string;
   /** The script file (autoexec.ipxe). */
   script: string;
   bios?: BiosBoot;
@@ -162,12 +163,14 @@ export async function writeEsp(target: string, esp: Located, c: EspContents): Pr
     );
   const img = `${target}@@${esp.offset}`;
   const loader = c.arch === "aarch64" ? "BOOTAA64.EFI" : "BOOTX64.EFI";
-  await mtool("mmd", ["-i", img, "::/EFI", "::/EFI/BOOT"], "cannot make /EFI/BOOT on the ESP");
-  await mtool(
-    "mcopy",
-    ["-i", img, c.efiBinary, `::/EFI/BOOT/${loader}`],
-    `cannot copy ${c.efiBinary} to the ESP`,
-  );
+  if (c.efiBinary) {
+    await mtool("mmd", ["-i", img, "::/EFI", "::/EFI/BOOT"], "cannot make /EFI/BOOT on the ESP");
+    await mtool(
+      "mcopy",
+      ["-i", img, c.efiBinary, `::/EFI/BOOT/${loader}`],
+      `cannot copy ${c.efiBinary} to the ESP`,
+    );
+  }
   await mtool(
     "mcopy",
     ["-i", img, c.script, "::/autoexec.ipxe"],

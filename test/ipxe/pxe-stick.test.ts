@@ -438,6 +438,35 @@ describe("pxe-stick: the stick, read back", () => {
   });
 });
 
+describe("pxe-stick --boot", () => {
+  it("bios: syslinux and no EFI loader; uefi: the EFI loader, no syslinux and no MBR boot code", async () => {
+    const env = { ...process.env, MTOOLS_SKIP_CHECK: "1" };
+    const listing = async (file: string) => {
+      const { esp } = await partitions(file);
+      return (
+        await execa("mdir", ["-/", "-a", "-b", "-i", `${file}@@${esp.offsetBytes}`, "::/"], { env })
+      ).stdout.toUpperCase();
+    };
+    const b = join(work, "bios-only.img");
+    const rb = await cli(["pxe-stick", b, ...base, "--boot", "bios"]);
+    expect(rb.code, rb.stderr).toBe(0);
+    expect(rb.stderr).toMatch(/\(BIOS\), written/);
+    const lb = await listing(b);
+    expect(lb).toContain("::/SYSLINUX/IPXE.LKRN");
+    expect(lb).toContain("::/AUTOEXEC.IPXE");
+    expect(lb).not.toContain("::/EFI");
+
+    const u = join(work, "uefi-only.img");
+    const ru = await cli(["pxe-stick", u, ...base, "--boot", "uefi"]);
+    expect(ru.code, ru.stderr).toBe(0);
+    expect(ru.stderr).toMatch(/\(UEFI\), written/);
+    const lu = await listing(u);
+    expect(lu).toContain("::/EFI/BOOT/BOOTX64.EFI");
+    expect(lu).not.toContain("SYSLINUX");
+    expect((await readFile(u)).subarray(0, 440).every((x) => x === 0)).toBe(true);
+  });
+});
+
 describe("pxe-stick: bad input gives one clear line and writes nothing", () => {
   it("no --ignition-url; a bookworm iPXE without autoexec; a --secret without =; a private key as --ssh-key", async () => {
     const t = join(work, "bad.img");
