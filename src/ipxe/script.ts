@@ -4,6 +4,7 @@
  * network errors a few times, and then stops with the error on the screen and waits for a
  * key instead of rebooting in a loop.
  */
+import { UsageError } from "../errors.js";
 import type { PxeBoot } from "../source/index.js";
 
 export interface ScriptOptions {
@@ -19,10 +20,15 @@ export interface ScriptOptions {
   generator?: string;
 }
 
-/** iPXE expands ${...} in command lines; a literal "$" must not start one. */
+/**
+ * One argument of an iPXE command line: whitespace separates arguments, so none may be in
+ * it. `${...}` is left alone on purpose: iPXE expands its settings at boot, so
+ * `--ignition-url http://host/${net0/mac}.ign` gives every machine its own config.
+ */
 function ipxeLiteral(s: string): string {
-  if (/[\s]/.test(s)) throw new Error(`a space in an iPXE argument: ${JSON.stringify(s)}`);
-  return s.replace(/\$\{/g, "${}{");
+  if (/\s/.test(s))
+    throw new UsageError(`${JSON.stringify(s)}: an iPXE argument cannot contain spaces`);
+  return s;
 }
 
 export function ipxeScript(o: ScriptOptions): string {

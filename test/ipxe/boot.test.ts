@@ -194,7 +194,8 @@ describe("pxe-stick sticks boot under QEMU (TCG)", () => {
       "--ipxe-efi",
       join(FX, "ipxe", "ipxe.efi"),
       "--ignition-url",
-      `${guestBase}/fcos.ign`,
+      // An iPXE setting, expanded at boot: one config per machine, by MAC address.
+      `${guestBase}/fcos-` + "${net0/mac:hexhyp}.ign",
       "--kernel-arg",
       "console=ttyS0",
     ]);
@@ -204,7 +205,7 @@ describe("pxe-stick sticks boot under QEMU (TCG)", () => {
     expect(r.code, r.stderr).toBe(0);
     const cmdline = r.console.split("\n").find((l) => l.startsWith("PXE-CMDLINE:")) ?? "";
     expect(cmdline).toContain(
-      `initrd=main coreos.live.rootfs_url=${guestBase}/fcos/fedora-coreos-42.1-live-rootfs.x86_64.img ignition.firstboot ignition.platform.id=metal ignition.config.url=${guestBase}/fcos.ign console=ttyS0`,
+      `initrd=main coreos.live.rootfs_url=${guestBase}/fcos/fedora-coreos-42.1-live-rootfs.x86_64.img ignition.firstboot ignition.platform.id=metal ignition.config.url=${guestBase}/fcos-52-54-00-12-34-56.ign console=ttyS0`,
     );
   }, 300_000);
 
