@@ -74,37 +74,13 @@ export async function reformatEspFat32(
   // of the whole device or file (not of the range it formats), which on a big disk gives
   // clusters so large that the "FAT32" has too few of them to be one (mtools then reads it
   // as FAT16 and fails with "No directory slots"), and rounds the size to the track length.
-  const mkfsCommon = [
-    "-F",
-    "32",
-    "-S",
-    String(esp.sectorSize),
-    "-s",
-    String(fat32ClusterSectors(esp.sizeBytes, esp.sectorSize)),
-    "-g",
-    "64/32",
-    "--mbr=n",
-    ...(before.label ? ["-n", before.label] : []),
-    "-i",
-    before.volumeId,
-  ];
+  const mkfsCommon = fat32MkfsArgs(esp.sizeBytes, esp.sectorSize, before.label, before.volumeId);
 
   const work = await mkdtemp(path.join(opts.tmpDir ?? tmpdir(), "provision-fat32-"));
   let keep = false;
   try {
     // 2. Dry run on a scratch file of the same size.
-    const probe = path.join(work, "probe.img");
-    await run("mkfs.vfat", [...mkfsCommon, "-C", probe, String(sizeKiB)]);
-    const probed = await fatInfo(probe, "cannot read the FAT32 dry run");
-    await rm(probe);
-    if (probed.bits !== 32 || probed.clusters < FAT32_MIN_CLUSTERS) {
-      const minSectors = minFat32Sectors(esp.sectorSize);
-      throw new UsageError(
-        `${where} is too small for FAT32: ${mib(esp.sizeBytes)} gives ${probed.clusters} clusters, ` +
-          `FAT32 needs at least ${FAT32_MIN_CLUSTERS} (an ESP of at least ${mib(minSectors * esp.sectorSize)})`,
-        "leave out --esp-fat32 (the ESP stays FAT16), or use an image with a bigger ESP (Fedora CoreOS's is 127 MiB)",
-      );
-    }
+    await checkFat32Fits(esp.sizeBytes, esp.sectorSize, where, work, mkfsCommon);
 
     // 3. Copy everything out.
     const saved = path.join(work, "esp");
@@ -218,6 +194,59 @@ export async function reformatEspFat32(
     };
   } finally {
     if (!keep) await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** mkfs.vfat's FAT32 arguments, with the cluster size and geometry explicit (see above). */
+export function fat32MkfsArgs(
+  sizeBytes: number,
+  sectorSize: number,
+  label?: string,
+  volumeId?: string,
+): string[] {
+  return [
+    "-F",
+    "32",
+    "-S",
+    String(sectorSize),
+    "-s",
+    String(fat32ClusterSectors(sizeBytes, sectorSize)),
+    "-g",
+    "64/32",
+    "--mbr=n",
+    ...(label ? ["-n", label] : []),
+    ...(volumeId ? ["-i", volumeId] : []),
+  ];
+}
+
+/**
+ * Would an ESP of this size be a valid FAT32? Formats a sparse scratch file of the same size
+ * the same way and counts the clusters (at least 65525). Throws a UsageError naming the
+ * smallest size that works. flash calls it before writing anything, reformatEspFat32 again
+ * before it touches the ESP.
+ */
+export async function checkFat32Fits(
+  sizeBytes: number,
+  sectorSize: number,
+  where: string,
+  workDir?: string,
+  args = fat32MkfsArgs(sizeBytes, sectorSize),
+): Promise<void> {
+  const work = await mkdtemp(path.join(workDir ?? tmpdir(), "provision-fat32-probe-"));
+  try {
+    const probe = path.join(work, "probe.img");
+    await run("mkfs.vfat", [...args, "-C", probe, String(Math.floor(sizeBytes / 1024))]);
+    const probed = await fatInfo(probe, "cannot read the FAT32 dry run");
+    if (probed.bits !== 32 || probed.clusters < FAT32_MIN_CLUSTERS) {
+      const minSectors = minFat32Sectors(sectorSize);
+      throw new UsageError(
+        `${where} is too small for FAT32: ${mib(sizeBytes)} gives ${probed.clusters} clusters, ` +
+          `FAT32 needs at least ${FAT32_MIN_CLUSTERS} (an ESP of at least ${mib(minSectors * sectorSize)})`,
+        "leave out --esp-fat32 (the ESP stays FAT16), or use an image with a bigger ESP (Fedora CoreOS's is 127 MiB)",
+      );
+    }
+  } finally {
+    await rm(work, { recursive: true, force: true });
   }
 }
 

@@ -26,9 +26,11 @@ export {
   parseBoard,
 } from "./boards.js";
 export { type ConfigTxtOptions, configTxt, USER_MARKER } from "./config-txt.js";
-export { type Esp, locateEsp } from "./esp.js";
+export { ESP_NAME, ESP_TYPE_GUID, type Esp, locateEsp } from "./esp.js";
 export {
+  checkFat32Fits,
   FAT32_MIN_CLUSTERS,
+  fat32MkfsArgs,
   minFat32Sectors,
   type ReformatResult,
   reformatEspFat32,

@@ -124,3 +124,26 @@ export async function openDecompressed(
   done.catch(() => {});
   return { format, stream, done };
 }
+
+/**
+ * The first `bytes` of the decompressed image (less when it is shorter): enough to read its
+ * partition table before anything is written. The decompressor is stopped afterwards.
+ */
+export async function readImageHead(path: string, bytes: number): Promise<Buffer> {
+  const ac = new AbortController();
+  const d = await openDecompressed(path, { signal: ac.signal });
+  d.done.catch(() => {}); // stopped on purpose below
+  const chunks: Buffer[] = [];
+  let have = 0;
+  try {
+    for await (const chunk of d.stream) {
+      chunks.push(chunk as Buffer);
+      have += (chunk as Buffer).length;
+      if (have >= bytes) break;
+    }
+  } finally {
+    ac.abort();
+    d.stream.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, bytes);
+}

@@ -4,11 +4,16 @@
  * and then failed is made unbootable (its partition tables wiped) unless preserveOnError,
  * and the result says so.
  */
-import { open, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   type Board,
   boardInfo,
+  checkFat32Fits,
   configTxt,
+  ESP_NAME,
+  ESP_TYPE_GUID,
   isPiBoard,
   loadFirmware,
   type StagedFirmware,
@@ -24,6 +29,7 @@ import {
 } from "../disk/index.js";
 import { describeError, EXIT, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { requirePrograms } from "../exec/index.js";
+import { findPartition, readGpt } from "../gpt/index.js";
 import {
   type IgnitionConfig,
   loadIgnitionConfig,
@@ -40,6 +46,7 @@ import {
   detectFileCompression,
   openDecompressed,
   programsFor,
+  readImageHead,
 } from "./decompress.js";
 import { verifyTarget } from "./verify.js";
 import { type Destination, writeToAll } from "./write.js";
@@ -285,6 +292,8 @@ async function flashImpl(
   await requirePrograms(programsFor(format));
   const imageSize = await decompressedSize(local.path, format, local.size);
   report.image.imageSize = imageSize;
+  // --esp-fat32 on an image whose ESP cannot be FAT32: say so now, not after writing.
+  if (custom.espFat32) await checkImageEspFat32(local.path);
 
   // 5. Per-target checks that need the image size; failures drop only that target.
   const reports = new Map(report.targets.map((r) => [r.path, r]));
@@ -446,6 +455,27 @@ function finish(report: FlashReport, started: number): FlashReport {
   report.seconds = (Date.now() - started) / 1000;
   report.peakRssBytes = process.resourceUsage().maxRSS * 1024;
   return report;
+}
+
+/** Read the image's GPT from its first MiB (decompressed) and dry-run FAT32 on its ESP. */
+async function checkImageEspFat32(imagePath: string): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "provision-head-"));
+  try {
+    const head = join(dir, "head.img");
+    await writeFile(head, await readImageHead(imagePath, 1 << 20));
+    const gpt = await readGpt(head);
+    const esp =
+      gpt.partitions.find((p) => p.typeGuid === ESP_TYPE_GUID) ?? findPartition(gpt, ESP_NAME);
+    if (!esp) throw new UsageError("--esp-fat32: the image has no EFI system partition");
+    await checkFat32Fits(
+      esp.sizeBytes,
+      gpt.sectorSize,
+      `the image's ESP (partition ${esp.index}, ${esp.name})`,
+      dir,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** Zero the first and last MiB (MBR, primary and backup GPT), or remove a file we created. */

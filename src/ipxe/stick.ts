@@ -12,7 +12,7 @@
 import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fat32ClusterSectors } from "../board/fat32.js";
+import { fat32MkfsArgs } from "../board/index.js";
 import { describeError, ProvisionError } from "../errors.js";
 import { lastLine, run } from "../exec/index.js";
 import { findPartition, readGpt } from "../gpt/index.js";
@@ -137,17 +137,7 @@ export async function writeEsp(target: string, esp: Located, c: EspContents): Pr
   const mk = await run(
     "mkfs.vfat",
     [
-      "-F",
-      "32",
-      "-S",
-      String(esp.sectorSize),
-      "-s",
-      String(fat32ClusterSectors(esp.size, esp.sectorSize)),
-      "-g",
-      "64/32",
-      "--mbr=n",
-      "-n",
-      ESP_LABEL,
+      ...fat32MkfsArgs(esp.size, esp.sectorSize, ESP_LABEL),
       ...(c.isBlockDevice ? ["-I"] : []),
       `--offset=${esp.firstLba}`,
       "-h",

@@ -236,4 +236,28 @@ describe("flash --board rpi4", () => {
     const sectors = (await stat(out)).size / 512;
     expect(await mbrDump(out)).toEqual([`start= 1, size= ${sectors - 1}, type=ee`]);
   });
+
+  it("--esp-fat32 on an image whose ESP is too small for FAT32: refused before anything is written", async () => {
+    const out = join(work, "rpi4-fat32.img");
+    const r = await runCli(
+      [
+        "flash",
+        out,
+        "--image-url",
+        fixture("fcos.img.xz"),
+        "--board",
+        "rpi4",
+        "--firmware",
+        fw,
+        "--esp-fat32",
+      ],
+      { cacheHome: join(work, "cache") },
+    );
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(
+      /the image's ESP \(partition \d+, EFI-SYSTEM\) is too small for FAT32: 32\.0 MiB gives \d+ clusters, FAT32 needs at least 65525/,
+    );
+    expect(r.stderr).not.toMatch(/writing|incomplete/);
+    expect(existsSync(out)).toBe(false);
+  });
 });
