@@ -548,11 +548,19 @@ describe("pxe-stick interrupted", () => {
         env: { HOME: home, TMPDIR: tmp, XDG_CACHE_HOME: join(work, "cache"), CI: "1" },
       },
     );
-    await new Promise((r) => setTimeout(r, 1500));
+    // Interrupt once writing has started (the 240 MB secrets volume is still to come).
+    await new Promise<void>((resolve) => {
+      let seen = "";
+      child.stderr?.on("data", (b: Buffer) => {
+        seen += b.toString();
+        if (seen.includes("writing the boot partition")) resolve();
+      });
+      child.then(() => resolve());
+    });
     child.kill("SIGINT");
     const r = await child;
     expect(r.exitCode, String(r.stderr)).toBe(130);
-    expect(String(r.stderr)).toMatch(/Ctrl-C|interrupted/);
+    expect(String(r.stderr)).toMatch(/interrupted: removed the partial .*interrupted\.img/);
     expect(existsSync(t)).toBe(false);
     expect(await readdir(tmp)).toEqual([]);
     await rm(big, { recursive: true });
