@@ -170,35 +170,14 @@ declare -A LABEL=(
 declare -A TIMES=() RSS=()
 
 declare -A CPU=() NODE_RSS=() OTHER=() TREE_RSS=() TRIES=()
-# Busy and total jiffies of all CPUs, from /proc/stat.
-cpu_jiffies() {
-  local _cpu user nice system idle iowait irq softirq steal _rest
-  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
-  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
-}
 # Other engineers' tests, QEMU… share this machine's 2 cores. Before each run, wait (up to
 # BENCH_QUIET_WAIT seconds, default 300) for 2 s in which the CPUs are < 15% busy; a run during
 # which something else used more than BENCH_MAX_OTHER CPU seconds (default 3) is repeated, up to
 # BENCH_TRIES attempts in all (default 3), and the least disturbed attempt counts.
-QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MAX_OTHER=${BENCH_MAX_OTHER:-3}
 MAX_TRIES=${BENCH_TRIES:-3}
-wait_quiet() {
-  local waited=0 b0 t0 b1 t1
-  while :; do
-    read -r b0 t0 < <(cpu_jiffies)
-    sleep 2
-    read -r b1 t1 < <(cpu_jiffies)
-    if (((b1 - b0) * 100 < 15 * (t1 - t0))); then break; fi
-    waited=$((waited + 2))
-    if ((waited == 2)); then echo "  (machine busy: waiting up to ${QUIET_WAIT}s for it to calm down)" >&2; fi
-    if ((waited >= QUIET_WAIT)); then
-      echo "bench: WARNING: still busy after ${QUIET_WAIT}s; timing anyway" >&2
-      break
-    fi
-  done
-}
-CLK_TCK=$(getconf CLK_TCK)
 
 # Run "$@" under GNU time and set R_E (wall s), R_M (%M: peak RSS KiB of the largest single
 # process among it and its children, so for provision usually its xz), R_CPU (user + system s
@@ -210,7 +189,7 @@ timed() {
   local case=$1
   shift
   local tf=$WORK/time.out hwm=0 tree=0 child="" k v _ jb0 jt0 jb1 jt1 f p sum pids kids
-  wait_quiet
+  wait_quiet 2
   read -r jb0 jt0 < <(cpu_jiffies)
   # setsid: its own process group, which cleanup can stop as a whole (setsid execs, no fork,
   # as a background job of this script is no group leader: $! is time's pid).

@@ -63,29 +63,9 @@ cat >"$CONFIG" <<'EOF'
 EOF
 ARGS=("$IMG" -i "$CONFIG" --expect "$MARKER" --memory "$MEMORY" --timeout 10m)
 
-cpu_jiffies() {
-  local _cpu user nice system idle iowait irq softirq steal _rest
-  read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
-  echo "$((user + nice + system + irq + softirq + steal)) $((user + nice + system + idle + iowait + irq + softirq + steal))"
-}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-300}
-wait_quiet() {
-  local waited=0 b0 t0 b1 t1
-  while :; do
-    read -r b0 t0 < <(cpu_jiffies)
-    sleep 1
-    read -r b1 t1 < <(cpu_jiffies)
-    if (((b1 - b0) * 100 < 15 * (t1 - t0))); then break; fi
-    waited=$((waited + 1))
-    ((waited == 1)) && echo "  (machine busy: waiting up to ${QUIET_WAIT}s for it to calm down)" >&2
-    if ((waited >= QUIET_WAIT)); then
-      echo "bench: WARNING: still busy after ${QUIET_WAIT}s; timing anyway" >&2
-      break
-    fi
-  done
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 now() { date +%s.%N; }
-CLK_TCK=$(getconf CLK_TCK)
 busy_jiffies() { cpu_jiffies | cut -d' ' -f1; }
 # CPU seconds that everything else on the machine used during a run: all busy time minus what
 # the run itself used. The machine is shared; a run with a lot of it is not comparable.
@@ -101,7 +81,7 @@ run_hand() {
   fifo=$WORK/console
   rm -f "$fifo"
   mkfifo "$fifo"
-  wait_quiet
+  wait_quiet 1
   local j0 j1 own
   j0=$(busy_jiffies)
   t0=$(now)
@@ -127,7 +107,7 @@ run_hand() {
 
 run_provision() {
   local t0 t1 j0 j1 own rc=0
-  wait_quiet
+  wait_quiet 1
   j0=$(busy_jiffies)
   t0=$(now)
   # GNU time's user+sys include QEMU: node waits for it, so its rusage is in node's children.

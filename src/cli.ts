@@ -7,7 +7,7 @@ import { Command, Option } from "commander";
 import type { Board } from "./board/index.js";
 import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
-import { EXIT, ProvisionError } from "./errors.js";
+import { EXIT, ProvisionError, reportError } from "./errors.js";
 import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
 import { registerPxeStick } from "./ipxe/cli.js";
 import {
@@ -398,19 +398,6 @@ export async function main(argv: string[]): Promise<number> {
       // qemu-test: 2 means "timed out"; bad flags are "could not start".
       return isQemuTestArgv(argv) ? QEMU_EXIT.NOT_STARTED : EXIT.USAGE;
     }
-    if (err instanceof ProvisionError) {
-      process.stderr.write(`provision: ${err.message}\n`);
-      if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-      return err.exitCode;
-    }
-    if ((err as Error)?.name === "AbortError" || (err as Error)?.message === "interrupted") {
-      process.stderr.write("provision: interrupted\n");
-      return EXIT.INTERRUPTED;
-    }
-    process.stderr.write(
-      `provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`,
-    );
-    if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
-    return EXIT.FAILED;
+    return reportError(err);
   }
 }

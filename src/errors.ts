@@ -58,3 +58,22 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0] ?? String(err);
   return String(err);
 }
+
+/**
+ * Print a failure the CLI did not handle on its own (one line, the hint under it) and
+ * return the exit code: a ProvisionError's own, 130 for an interruption, else 1.
+ */
+export function reportError(err: unknown): number {
+  if (err instanceof ProvisionError) {
+    process.stderr.write(`provision: ${err.message}\n`);
+    if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
+    return err.exitCode;
+  }
+  if ((err as Error)?.name === "AbortError" || (err as Error)?.message === "interrupted") {
+    process.stderr.write("provision: interrupted\n");
+    return EXIT.INTERRUPTED;
+  }
+  process.stderr.write(`provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`);
+  if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
+  return EXIT.FAILED;
+}

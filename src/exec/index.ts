@@ -170,3 +170,13 @@ export function lastLine(s: string): string {
     .filter((l) => l.trim() !== "");
   return (lines[lines.length - 1] ?? "").trim();
 }
+
+/** One argument for a POSIX shell (sh -c, a script, a remote command over SSH). */
+export function shellArg(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A command line for a POSIX shell. */
+export function shellQuote(argv: readonly string[]): string {
+  return argv.map(shellArg).join(" ");
+}

@@ -13,7 +13,6 @@ import { open, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { ProvisionError, RefusedError, UsageError } from "../errors.js";
 import { requirePrograms } from "../exec/index.js";
-import { findPartition, type Gpt, type GptPartition, readGpt } from "../gpt/index.js";
 import {
   debugfs,
   type ExtLocation,
@@ -24,7 +23,8 @@ import {
   readExtFile,
   withTempDir,
   writeExtFile,
-} from "./ext.js";
+} from "../ext4/index.js";
+import { findPartition, type Gpt, type GptPartition, readGpt } from "../gpt/index.js";
 import type { IgnitionConfig } from "./load.js";
 import { writeFileViaMount } from "./mount.js";
 

@@ -6,9 +6,10 @@
 import { type Command, Option } from "commander";
 import { pickDisk } from "../disk/index.js";
 import { EXIT, UsageError } from "../errors.js";
+import { collect, positiveInt } from "../options.js";
 import type { Reporter } from "../progress/index.js";
 import type { Arch, OsName } from "../source/index.js";
-import { addReleaseOptions, collect } from "../source/options.js";
+import { addReleaseOptions } from "../source/options.js";
 import { SECRETS_MOUNTPOINT } from "./fragment.js";
 import { type BootMode, type PxeStickReport, pxeStick, secretsFragment } from "./index.js";
 
@@ -16,21 +17,6 @@ export interface CliHelpers {
   version: string;
   makeReporter(o: { quiet?: boolean }): Reporter;
   interruptSignal(reporter: Reporter): AbortSignal;
-}
-
-function mibOption(value: unknown, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${flag} must be a whole number of MiB`);
-  return n;
-}
-
-function positive(value: unknown, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new UsageError(`${flag} must be a positive whole number`);
-  return n;
 }
 
 /** The flags reproduce.sh repeats: everything that shapes the stick, no secret inputs. */
@@ -231,8 +217,8 @@ disk, mounted, too small, not confirmed), 4 a required program is missing, 130 i
         ignitionUrl: o.ignitionUrl as string | undefined,
         hostname: o.hostname as string | undefined,
         kernelArgs: o.kernelArg as string[] | undefined,
-        attempts: positive(o.attempts, "--attempts"),
-        retryDelay: positive(o.retryDelay, "--retry-delay"),
+        attempts: positiveInt(o.attempts, "--attempts"),
+        retryDelay: positiveInt(o.retryDelay, "--retry-delay"),
         boot: o.boot as BootMode,
         ipxeEfi: o.ipxeEfi as string | undefined,
         ipxeLkrn: o.ipxeLkrn as string | undefined,
@@ -241,8 +227,8 @@ disk, mounted, too small, not confirmed), 4 a required program is missing, 130 i
         secretsEnv: o.secretsEnv as string[] | undefined,
         secretsDir: o.secretsDir as string | undefined,
         secretsWritable: Boolean(o.secretsWritable),
-        espMiB: mibOption(o.espSize, "--esp-size"),
-        secretsMiB: mibOption(o.secretsSize, "--secrets-size"),
+        espMiB: positiveInt(o.espSize, "--esp-size"),
+        secretsMiB: positiveInt(o.secretsSize, "--secrets-size"),
         updateSecrets: Boolean(o.updateSecrets),
         reproduceArgs: reproduceArgs(o),
         version: h.version,

@@ -13,6 +13,7 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { mtools } from "../board/esp.js";
 import {
   checkTargetSafe,
   confirmWrite,
@@ -28,7 +29,8 @@ import {
   RefusedError,
   UsageError,
 } from "../errors.js";
-import { requirePrograms, run } from "../exec/index.js";
+import { requirePrograms, run, shellQuote } from "../exec/index.js";
+import { debugfs, listDir, readExtFile } from "../ext4/index.js";
 import { type Reporter, silentReporter } from "../progress/index.js";
 import { type Arch, type OsName, type PxeBoot, resolvePxe } from "../source/index.js";
 import { type BiosBoot, findBiosBoot, findIpxeEfi } from "./binaries.js";
@@ -36,12 +38,12 @@ import { ipxeScript } from "./script.js";
 import { defaultSshKeys, parseSecretArg, type StagedSecrets, stageSecrets } from "./secrets.js";
 import {
   DEFAULT_LAYOUT,
-  debugfs,
   type Layout,
   type Located,
   locate,
   MiB,
   partition,
+  secretsLocation,
   stickBytes,
   writeEsp,
   writeSecrets,
@@ -385,7 +387,10 @@ async function updateSecrets(
   const parts = await locate(target.path);
   report.layout = { secrets: { offset: parts.secrets.offset, size: parts.secrets.size } };
   // The build command from the stick's own reproduce.sh is kept; only the secrets change.
-  const old = await debugfs(target.path, parts.secrets, ["cat /reproduce.sh"]).catch(() => "");
+  const old = await readExtFile(secretsLocation(target.path, parts.secrets), "/reproduce.sh").then(
+    (b) => b.toString("utf8"),
+    () => "",
+  );
   if (o.dryRun) return done(report, started);
   await confirmAndUnmount(o, target, o.reporter ?? silentReporter);
   await writeFile(join(staging, "reproduce.sh"), reproduceScript(o, staged, old), { mode: 0o600 });
@@ -429,7 +434,7 @@ async function undoPartialStick(target: Target, existed: boolean): Promise<strin
   }
 }
 
-/** Read back what was written: the script on the ESP, and the secrets volume. */
+/** Read back what was written: the partition table, the script on the ESP, the secrets volume. */
 async function verifyStick(
   target: string,
   script: string,
@@ -437,11 +442,12 @@ async function verifyStick(
   readOnly: boolean,
 ): Promise<void> {
   const parts = await locate(target);
-  const r = await run("mtype", ["-i", `${target}@@${parts.esp.offset}`, "::/autoexec.ipxe"], {
-    allowFailure: true,
-    env: { MTOOLS_SKIP_CHECK: "1" },
-  });
-  if (r.exitCode !== 0 || r.stdout.trim() !== script.trim())
+  const r = await mtools(
+    "mtype",
+    ["-i", `${target}@@${parts.esp.offset}`, "::/autoexec.ipxe"],
+    `read-back: cannot read /autoexec.ipxe on the ESP of ${target}`,
+  );
+  if (r.stdout.trim() !== script.trim())
     throw new ProvisionError(
       `read-back: /autoexec.ipxe on the ESP of ${target} is not the script written`,
     );
@@ -454,34 +460,26 @@ async function verifySecrets(
   staged: StagedSecrets,
   readOnly: boolean,
 ): Promise<void> {
-  const out = await debugfs(target, part, ["features", "ls -p /"]);
-  const hasRo = /features:.*\bread-only\b/.test(out);
+  const loc = secretsLocation(target, part);
+  const features = await debugfs(loc, ["features"], {
+    write: false,
+    what: `read-back of the secrets volume of ${target}`,
+  });
+  const hasRo = /features:.*\bread-only\b/.test(features);
   if (readOnly !== hasRo)
     throw new ProvisionError(
       `read-back: the secrets filesystem of ${target} is ${hasRo ? "" : "not "}marked read-only`,
     );
-  // ls -p: /inode/mode/uid/gid/name/size/
-  const entries = new Map(
-    out
-      .split("\n")
-      .map((l) => l.trim().split("/"))
-      .filter((f) => f.length >= 7 && /^\d+$/.test(f[1] ?? ""))
-      .map((f) => [f[5] as string, { mode: f[2] as string, uid: f[3], gid: f[4] }]),
-  );
+  const entries = new Map((await listDir(loc, "/"))?.map((e) => [e.name, e]));
   for (const f of staged.files.filter((x) => !x.includes("/"))) {
     const e = entries.get(f);
     if (!e)
       throw new ProvisionError(`read-back: ${f} is missing from the secrets volume of ${target}`);
-    if (e.mode !== "100600" || e.uid !== "0" || e.gid !== "0")
+    if (e.mode !== 0o100600 || e.uid !== 0 || e.gid !== 0)
       throw new ProvisionError(
-        `read-back: ${f} on the secrets volume of ${target} is mode ${e.mode} uid ${e.uid} gid ${e.gid}, not 100600 root`,
+        `read-back: ${f} on the secrets volume of ${target} is mode ${e.mode.toString(8)} uid ${e.uid} gid ${e.gid}, not 100600 root`,
       );
   }
-}
-
-/** sh quoting for reproduce.sh. */
-function sq(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 const BUILD_BEGIN = "# --- build command ---";
@@ -505,7 +503,7 @@ export function reproduceScript(
   else
     build = [
       BUILD_BEGIN,
-      `exec provision pxe-stick "$target" ${o.reproduceArgs.map(sq).join(" ")} --secrets-dir "$here"`,
+      `exec provision pxe-stick "$target" ${shellQuote(o.reproduceArgs)} --secrets-dir "$here"`,
       BUILD_END,
     ].join("\n");
   const names = [

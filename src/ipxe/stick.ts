@@ -9,12 +9,13 @@
  *
  * The backup GPT stays where sgdisk puts it, at the end of the disk or file.
  */
-import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { mtools } from "../board/esp.js";
 import { fat32MkfsArgs } from "../board/index.js";
-import { describeError, ProvisionError } from "../errors.js";
+import { ProvisionError } from "../errors.js";
 import { lastLine, run } from "../exec/index.js";
+import { debugfs, type ExtLocation, q } from "../ext4/index.js";
 import { findPartition, readGpt } from "../gpt/index.js";
 import type { Arch } from "../source/index.js";
 import type { BiosBoot } from "./binaries.js";
@@ -102,6 +103,11 @@ export async function locate(target: string): Promise<{ esp: Located; secrets: L
   return { esp: at(ESP_NAME), secrets: at(SECRETS_NAME) };
 }
 
+/** The secrets filesystem, for the ext4 module. */
+export function secretsLocation(target: string, part: Located): ExtLocation {
+  return { target, offset: part.offset };
+}
+
 /** Write bytes at an offset of the target (gptmbr.bin into the MBR's boot code). */
 async function writeAt(target: string, data: Buffer, offset: number): Promise<void> {
   const fh = await open(target, "r+");
@@ -111,12 +117,6 @@ async function writeAt(target: string, data: Buffer, offset: number): Promise<vo
   } finally {
     await fh.close();
   }
-}
-
-async function mtool(program: string, args: string[], what: string): Promise<string> {
-  const r = await run(program, args, { allowFailure: true, env: { MTOOLS_SKIP_CHECK: "1" } });
-  if (r.exitCode !== 0) throw new ProvisionError(`${what}: ${lastLine(r.stderr || r.stdout)}`);
-  return r.stdout;
 }
 
 export interface EspContents {
@@ -154,14 +154,14 @@ export async function writeEsp(target: string, esp: Located, c: EspContents): Pr
   const img = `${target}@@${esp.offset}`;
   const loader = c.arch === "aarch64" ? "BOOTAA64.EFI" : "BOOTX64.EFI";
   if (c.efiBinary) {
-    await mtool("mmd", ["-i", img, "::/EFI", "::/EFI/BOOT"], "cannot make /EFI/BOOT on the ESP");
-    await mtool(
+    await mtools("mmd", ["-i", img, "::/EFI", "::/EFI/BOOT"], "cannot make /EFI/BOOT on the ESP");
+    await mtools(
       "mcopy",
       ["-i", img, c.efiBinary, `::/EFI/BOOT/${loader}`],
       `cannot copy ${c.efiBinary} to the ESP`,
     );
   }
-  await mtool(
+  await mtools(
     "mcopy",
     ["-i", img, c.script, "::/autoexec.ipxe"],
     "cannot copy autoexec.ipxe to the ESP",
@@ -173,13 +173,13 @@ export async function writeEsp(target: string, esp: Located, c: EspContents): Pr
       cfg,
       "DEFAULT ipxe\nPROMPT 0\nTIMEOUT 0\nLABEL ipxe\n  KERNEL /syslinux/ipxe.lkrn\n  INITRD /autoexec.ipxe\n",
     );
-    await mtool("mmd", ["-i", img, "::/syslinux"], "cannot make /syslinux on the ESP");
-    await mtool(
+    await mtools("mmd", ["-i", img, "::/syslinux"], "cannot make /syslinux on the ESP");
+    await mtools(
       "mcopy",
       ["-i", img, c.bios.lkrn, "::/syslinux/ipxe.lkrn"],
       `cannot copy ${c.bios.lkrn} to the ESP`,
     );
-    await mtool(
+    await mtools(
       "mcopy",
       ["-i", img, cfg, "::/syslinux/syslinux.cfg"],
       "cannot copy syslinux.cfg to the ESP",
@@ -235,49 +235,19 @@ export async function writeSecrets(
     throw new ProvisionError(
       `mke2fs failed on the secrets partition of ${target}: ${lastLine(mk.stderr || mk.stdout)}`,
     );
-  const cmds = ["sif / mode 040700", "sif / uid 0", "sif / gid 0"];
-  for (const d of staged.directories) {
-    const p = `/${d}`;
-    cmds.push(`sif "${p}" mode 040700`, `sif "${p}" uid 0`, `sif "${p}" gid 0`);
-  }
-  for (const f of staged.files) {
-    const p = `/${f}`;
-    cmds.push(`sif "${p}" mode 0100600`, `sif "${p}" uid 0`, `sif "${p}" gid 0`);
-  }
+  const own = (path: string, mode: string) => [
+    `sif ${q(path)} mode ${mode}`,
+    `sif ${q(path)} uid 0`,
+    `sif ${q(path)} gid 0`,
+  ];
+  const cmds = [
+    ...own("/", "040700"),
+    ...staged.directories.flatMap((d) => own(`/${d}`, "040700")),
+    ...staged.files.flatMap((f) => own(`/${f}`, "0100600")),
+  ];
   if (!opts.writable) cmds.push("feature read-only");
-  await debugfs(target, part, cmds, true);
-}
-
-/** Run debugfs commands on the secrets filesystem; debugfs exits 0 on errors, so read stderr. */
-export async function debugfs(
-  target: string,
-  part: Located,
-  cmds: string[],
-  write = false,
-): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "provision-debugfs-"));
-  try {
-    const script = join(dir, "cmds");
-    await writeFile(script, `${cmds.join("\n")}\n`);
-    const r = await run(
-      "debugfs",
-      [...(write ? ["-w"] : []), "-f", script, `${target}?offset=${part.offset}`],
-      { allowFailure: true },
-    );
-    const errors = r.stderr
-      .split("\n")
-      .filter((l) => l.trim() && !/^debugfs \d/.test(l) && !/^debugfs:/.test(l));
-    if (r.exitCode !== 0 || errors.length > 0)
-      throw new ProvisionError(
-        `debugfs on the secrets filesystem of ${target}: ${errors[0] ?? lastLine(r.stderr)}`,
-      );
-    return r.stdout;
-  } catch (err) {
-    if (err instanceof ProvisionError) throw err;
-    throw new ProvisionError(
-      `debugfs on the secrets filesystem of ${target}: ${describeError(err)}`,
-    );
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  await debugfs(secretsLocation(target, part), cmds, {
+    write: true,
+    what: `setting owners and modes on the secrets volume of ${target}`,
+  });
 }

@@ -55,11 +55,6 @@ function keyTypeOf(blob: Buffer): string {
   return blob.subarray(4, 4 + len).toString("ascii");
 }
 
-/** sh -c quoting for one argument. */
-export function q(s: string): string {
-  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
 function defaultIdentities(): string[] {
   const dir = join(homedir(), ".ssh");
   return ["id_ed25519", "id_ecdsa", "id_rsa"].map((f) => join(dir, f)).filter((f) => existsSync(f));

@@ -5,12 +5,13 @@
  */
 import { Command, Option } from "commander";
 import { EXIT, ProvisionError } from "../errors.js";
+import { shellQuote } from "../exec/index.js";
+import { positiveInt } from "../options.js";
 import { createReporter, type Reporter } from "../progress/index.js";
 import type { Arch, ImageRequest, OsName } from "../source/index.js";
 import { addImageSourceOptions, collect, imageSourceFrom } from "../source/options.js";
 import type { AccelChoice } from "./accel.js";
 import { type BootResult, bootTest, killRunningQemu, QEMU_EXIT } from "./boot.js";
-import { shellQuote } from "./command.js";
 import type { BootInput } from "./image.js";
 import { parseDuration } from "./index.js";
 import type { RemoteOptions } from "./remote.js";
@@ -19,14 +20,7 @@ function notStarted(message: string, hint?: string): ProvisionError {
   return new ProvisionError(message, { hint, exitCode: QEMU_EXIT.NOT_STARTED });
 }
 
-/** A positive integer option, or a "could not start" error naming the flag. */
-export function positiveInt(value: unknown, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw notStarted(`${flag} must be a positive integer, got "${value}"`);
-  return n;
-}
+export { positiveInt } from "../options.js";
 
 /** --timeout: a bare number is seconds; 90s, 10m, 1h. */
 export function timeoutOption(value: unknown, flag = "--timeout"): number | undefined {

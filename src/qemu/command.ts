@@ -99,10 +99,3 @@ export function qemuArgs(spec: QemuSpec): string[] {
   );
   return args;
 }
-
-/** A command line for a POSIX shell. */
-export function shellQuote(argv: readonly string[]): string {
-  return argv
-    .map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))
-    .join(" ");
-}

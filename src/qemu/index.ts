@@ -14,7 +14,7 @@ export {
   QEMU_EXIT,
   type Verdict,
 } from "./boot.js";
-export { type Accel, FW_CFG_NAME, qemuArgs, shellQuote } from "./command.js";
+export { type Accel, FW_CFG_NAME, qemuArgs } from "./command.js";
 export { BUILTIN_FAILURES, ConsoleWatcher, cleanLine, DEFAULT_EXPECT } from "./console.js";
 export { type Firmware, findFirmware } from "./firmware.js";
 export { type BootInput, inspectImage } from "./image.js";

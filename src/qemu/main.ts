@@ -5,7 +5,7 @@
  * only what qemu-test needs. Same command definition and error handling as src/cli.ts.
  */
 import { Command } from "commander";
-import { EXIT, ProvisionError } from "../errors.js";
+import { EXIT, reportError } from "../errors.js";
 import { QEMU_EXIT } from "./boot.js";
 import { registerQemuTest } from "./cli.js";
 
@@ -25,19 +25,6 @@ export async function main(argv: string[]): Promise<number> {
         ? EXIT.OK
         : QEMU_EXIT.NOT_STARTED;
     }
-    if (err instanceof ProvisionError) {
-      process.stderr.write(`provision: ${err.message}\n`);
-      if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-      return err.exitCode;
-    }
-    if ((err as Error)?.message === "interrupted") {
-      process.stderr.write("provision: interrupted\n");
-      return EXIT.INTERRUPTED;
-    }
-    process.stderr.write(
-      `provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`,
-    );
-    if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
-    return EXIT.FAILED;
+    return reportError(err);
   }
 }

@@ -12,10 +12,11 @@ import { stat, writeFile } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { describeError, ProvisionError, UsageError } from "../errors.js";
-import { run as runLocal } from "../exec/index.js";
+import { shellArg as q, run as runLocal } from "../exec/index.js";
 import { domainXml } from "../libvirt/domain.js";
-import { q, RemoteHost } from "../libvirt/ssh.js";
+import { RemoteHost } from "../libvirt/ssh.js";
 import { type LibvirtConnection, parseConnectUri } from "../libvirt/uri.js";
+import { formatBytes } from "../progress/index.js";
 import type { Arch } from "../source/index.js";
 import {
   type BootOptions,
@@ -194,10 +195,10 @@ export async function bootRemote(
     const size = (await stat(file)).size;
     const remotePath = `${dir}/disk.qcow2`;
     reporter.info(
-      `uploading ${local.backing.description} to ${host.label}:${remotePath} (${mib(size)})`,
+      `uploading ${local.backing.description} to ${host.label}:${remotePath} (${formatBytes(size)})`,
     );
     await host.upload(file, remotePath, 0o644, (sent, total) =>
-      reporter.status?.(`upload ${mib(sent)} / ${mib(total)}`),
+      reporter.status?.(`upload ${formatBytes(sent)} / ${formatBytes(total)}`),
     );
     report.uploadedBytes += size;
     // The uploaded copy is ours and thrown away afterwards: the guest may write to it.
@@ -253,10 +254,6 @@ export async function bootRemote(
   const guest = await startDomain(host, virsh, name, consoleLog, opts.signal);
   run.stopQemu = () => guest.stop();
   await superviseGuest(guest, { rules }, opts, result, run);
-}
-
-function mib(n: number): string {
-  return `${(n / 1048576).toFixed(n < 10 * 1048576 ? 1 : 0)} MiB`;
 }
 
 async function prepareLocalImage(

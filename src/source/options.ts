@@ -3,9 +3,10 @@
  * defined once, and the ImageRequest fields they map to.
  */
 import type { Command } from "commander";
+import { collect } from "../options.js";
 import type { ImageRequest } from "./index.js";
 
-export const collect = (value: string, previous: string[] = []) => [...previous, value];
+export { collect };
 
 /** Which release: FCOS stream, Flatcar channel and release, and the hosts they come from. */
 export function addReleaseOptions(cmd: Command): Command {

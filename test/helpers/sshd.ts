@@ -6,11 +6,12 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createConnection, createServer } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
+import { freeLocalPort } from "../../src/qemu/ssh.js";
 
 export interface Sshd {
   port: number;
@@ -27,18 +28,6 @@ export interface Sshd {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const a = srv.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 async function keygen(file: string, comment: string): Promise<string> {
   await execa("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", file]);
   return (await readFile(`${file}.pub`, "utf8")).trim();
@@ -49,7 +38,7 @@ export async function startSshd(opts: { env?: Record<string, string> } = {}): Pr
   const dir = await mkdtemp(join(tmpdir(), "provision-sshd-"));
   // sshd's privilege separation directory (Debian creates it from its init script).
   mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
-  const port = await freePort();
+  const port = await freeLocalPort();
   const hostKey = join(dir, "host_ed25519");
   const hostKeyPub = await keygen(hostKey, "provision-test-host");
   const otherPub = await keygen(join(dir, "other_host_ed25519"), "some-other-host");

@@ -10,7 +10,7 @@ import { EXIT, ProvisionError, RefusedError, UsageError } from "../../src/errors
 import { hasProgram } from "../../src/exec/index.js";
 import { findPartition, readGpt } from "../../src/gpt/index.js";
 import { rewriteOptions } from "../../src/ignition/embed.js";
-import { debugfs } from "../../src/ignition/ext.js";
+import { debugfs } from "../../src/ext4/index.js";
 import {
   editKernelArgs,
   embedIgnition,

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { shellQuote } from "../../src/exec/index.js";
 import { compilePatterns, failureRules } from "../../src/qemu/console.js";
 import {
   type BootResult,
@@ -16,7 +17,6 @@ import {
   junitXml,
   parseDuration,
   qemuArgs,
-  shellQuote,
 } from "../../src/qemu/index.js";
 import { freeLocalPort, generateKey, sshKeyFragment, waitAndRun } from "../../src/qemu/ssh.js";
 

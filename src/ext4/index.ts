@@ -50,7 +50,7 @@ function errorLines(stderr: string): string[] {
 
 /** A temp directory removed after `fn`, whatever happens. */
 export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), "provision-ign-"));
+  const dir = await mkdtemp(join(tmpdir(), "provision-ext4-"));
   try {
     return await fn(dir);
   } finally {
