@@ -50,7 +50,6 @@ import {
 } from "./stick.js";
 
 export { secretsFragment } from "./fragment.js";
-export { ipxeScript } from "./script.js";
 
 export type BootMode = "uefi" | "bios" | "both";
 

@@ -12,7 +12,7 @@
 import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mtools } from "../board/esp.js";
-import { fat32MkfsArgs } from "../board/index.js";
+import { ESP_NAME, fat32MkfsArgs } from "../board/index.js";
 import { ProvisionError } from "../errors.js";
 import { lastLine, run } from "../exec/index.js";
 import { debugfs, type ExtLocation, q } from "../ext4/index.js";
@@ -22,9 +22,9 @@ import type { BiosBoot } from "./binaries.js";
 import { SECRETS_LABEL } from "./fragment.js";
 
 export const MiB = 1024 * 1024;
-export const ESP_NAME = "EFI-SYSTEM";
-export const SECRETS_NAME = "secrets";
-export const ESP_LABEL = "PXEBOOT";
+/** The GPT name of the secrets partition (the filesystem label is SECRETS_LABEL). */
+const SECRETS_NAME = "secrets";
+const ESP_LABEL = "PXEBOOT";
 
 export interface Layout {
   espBytes: number;

@@ -6,6 +6,9 @@
 import { UsageError } from "../errors.js";
 import type { SshTarget } from "./ssh.js";
 
+/** Where run directories go on the host unless --remote-dir says otherwise. */
+export const DEFAULT_REMOTE_DIR = "/var/lib/libvirt/images/provision";
+
 export interface LibvirtConnection extends SshTarget {
   /** The URI virsh uses on the host itself: qemu:///system or qemu:///session. */
   localUri: string;

@@ -6,6 +6,7 @@
 import { Command, Option } from "commander";
 import { EXIT, ProvisionError } from "../errors.js";
 import { shellQuote } from "../exec/index.js";
+import { DEFAULT_REMOTE_DIR } from "../libvirt/uri.js";
 import { positiveInt } from "../options.js";
 import { createReporter, type Reporter } from "../progress/index.js";
 import type { Arch, ImageRequest, OsName } from "../source/index.js";
@@ -169,7 +170,7 @@ export function registerQemuTest(program: Command): Command {
     .option(
       "--remote-dir <dir>",
       "with --connect: where run directories go on the host",
-      "/var/lib/libvirt/images/provision",
+      DEFAULT_REMOTE_DIR,
     )
     .option(
       "--identity <file>",

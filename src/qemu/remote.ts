@@ -15,7 +15,7 @@ import { describeError, ProvisionError, UsageError } from "../errors.js";
 import { shellArg as q, run as runLocal } from "../exec/index.js";
 import { domainXml } from "../libvirt/domain.js";
 import { RemoteHost } from "../libvirt/ssh.js";
-import { type LibvirtConnection, parseConnectUri } from "../libvirt/uri.js";
+import { DEFAULT_REMOTE_DIR, type LibvirtConnection, parseConnectUri } from "../libvirt/uri.js";
 import { formatBytes } from "../progress/index.js";
 import type { Arch } from "../source/index.js";
 import {
@@ -31,8 +31,6 @@ import {
 } from "./boot.js";
 import { FW_CFG_NAME } from "./command.js";
 import { type BackingImage, type ImageFacts, inspectImage, prepareBacking } from "./image.js";
-
-export const DEFAULT_REMOTE_DIR = "/var/lib/libvirt/images/provision";
 
 export interface RemoteOptions {
   /** qemu+ssh://[user@]host[:port]/system[?keyfile=..&no_verify=1&known_hosts=..] */

@@ -8,9 +8,9 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { EXIT, ProvisionError, RefusedError, UsageError } from "../../src/errors.js";
 import { hasProgram } from "../../src/exec/index.js";
+import { debugfs } from "../../src/ext4/index.js";
 import { findPartition, readGpt } from "../../src/gpt/index.js";
 import { rewriteOptions } from "../../src/ignition/embed.js";
-import { debugfs } from "../../src/ext4/index.js";
 import {
   editKernelArgs,
   embedIgnition,

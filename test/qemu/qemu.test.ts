@@ -3,8 +3,7 @@
 // through the real CLI. The fixture's initramfs runs the real Ignition against the fw_cfg
 // config and prints PROVISION-BOOT-OK (or "You are in emergency mode").
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { createReadStream, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import {
   mkdir,
   mkdtemp,
@@ -19,6 +18,7 @@ import { tmpdir } from "node:os";
 import path, { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sha256File } from "../../src/cache/index.js";
 import type { BootResult } from "../../src/qemu/index.js";
 import { runCli } from "../helpers/cli.js";
 import { repoRoot } from "../helpers/fixtures.js";
@@ -34,12 +34,6 @@ let img: string;
 let imgSha: string;
 let okIgn: string;
 let badHashIgn: string;
-
-async function sha256(file: string): Promise<string> {
-  const h = createHash("sha256");
-  for await (const c of createReadStream(file)) h.update(c as Buffer);
-  return h.digest("hex");
-}
 
 const cli = (args: string[], env?: Record<string, string>) =>
   runCli(args, { cacheHome, env: { TMPDIR: join(work, "tmp"), ...env } });
@@ -98,7 +92,7 @@ beforeAll(async () => {
   img = join(work, "card.img");
   const f = await cli(["flash", img, "--image-url", FIXTURE_XZ, "-q"]);
   if (f.code !== 0) throw new Error(`flash failed: ${f.stderr}`);
-  imgSha = await sha256(img);
+  imgSha = await sha256File(img);
 }, 900_000);
 
 afterAll(async () => {
@@ -318,7 +312,7 @@ describe("qemu-test on the flashed fixture", () => {
   }, 300_000);
 
   it("the input image is unchanged by every run", async () => {
-    expect(await sha256(img)).toBe(imgSha);
+    expect(await sha256File(img)).toBe(imgSha);
   }, 60_000);
 });
 
@@ -356,7 +350,7 @@ describe("qemu-test inputs, prepared but not booted (--print-command)", () => {
     const meta = JSON.parse(await readFile(join(FIXTURE_DIR, "boot-aarch64.json"), "utf8")) as {
       image: { sha256: string };
     };
-    expect(await sha256(info["backing-filename"])).toBe(meta.image.sha256);
+    expect(await sha256File(info["backing-filename"])).toBe(meta.image.sha256);
     await rm(res.keptDir as string, { recursive: true });
   }, 120_000);
 

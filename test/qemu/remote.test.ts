@@ -3,14 +3,14 @@
 // boot fixture under TCG. The remote host is this machine, so the test can look at what
 // landed on it (modes, files, domains) and at what is left afterwards (nothing).
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { createReadStream, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path, { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sha256File } from "../../src/cache/index.js";
 import type { BootResult } from "../../src/qemu/index.js";
 import { runCli, startCli } from "../helpers/cli.js";
 import { repoRoot } from "../helpers/fixtures.js";
@@ -31,14 +31,23 @@ let stopLibvirtd: () => Promise<void> = async () => {};
 let remoteDir: string;
 let fakeBin: string;
 
-async function sha256(file: string): Promise<string> {
-  const h = createHash("sha256");
-  for await (const c of createReadStream(file)) h.update(c as Buffer);
-  return h.digest("hex");
-}
-
 const uri = (knownHosts = sshd.knownHosts) =>
   `qemu+ssh://root@127.0.0.1:${sshd.port}/system?keyfile=${sshd.clientKey}&known_hosts=${knownHosts}`;
+
+/** --connect through the test sshd into our remote dir, to the fixture's marker. */
+const bootOnHost = (...extra: string[]) => [
+  "--connect",
+  uri(),
+  ...extra,
+  "--remote-dir",
+  remoteDir,
+  "--expect",
+  MARKER,
+  "--memory",
+  "512",
+  "--timeout",
+  "4m",
+];
 
 const cli = (args: string[]) =>
   runCli(args, { cacheHome, env: { TMPDIR: join(work, "tmp"), SSH_AUTH_SOCK: "" } });
@@ -120,17 +129,7 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
       img,
       "-i",
       okIgn,
-      "--connect",
-      uri(),
-      "--upload-image",
-      "--remote-dir",
-      remoteDir,
-      "--expect",
-      MARKER,
-      "--memory",
-      "512",
-      "--timeout",
-      "4m",
+      ...bootOnHost("--upload-image"),
       "--console-log",
       log,
       "--json",
@@ -170,17 +169,7 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
       img,
       "-i",
       badHashIgn,
-      "--connect",
-      uri(),
-      "--upload-image",
-      "--remote-dir",
-      remoteDir,
-      "--expect",
-      MARKER,
-      "--memory",
-      "512",
-      "--timeout",
-      "4m",
+      ...bootOnHost("--upload-image"),
       "--keep",
       "--json",
     ]);
@@ -227,7 +216,7 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
   }, 300_000);
 
   it("an image already on the host boots through an overlay and is not changed", async () => {
-    const before = await sha256(img);
+    const before = await sha256File(img);
     // QEMU runs as libvirt-qemu: the image's directory must be searchable by it.
     await chmod(work, 0o711);
     const r = await cli([
@@ -235,25 +224,14 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
       img,
       "-i",
       okIgn,
-      "--connect",
-      uri(),
-      "--arch",
-      "aarch64",
-      "--remote-dir",
-      remoteDir,
-      "--expect",
-      MARKER,
-      "--memory",
-      "512",
-      "--timeout",
-      "4m",
+      ...bootOnHost("--arch", "aarch64"),
       "--json",
     ]);
     expect(r.code, r.stderr).toBe(0);
     const res = JSON.parse(r.stdout) as BootResult;
     // Only the config was sent.
     expect(res.remote?.uploadedBytes).toBe((await stat(okIgn)).size);
-    expect(await sha256(img)).toBe(before);
+    expect(await sha256File(img)).toBe(before);
     expect(await remoteLeftovers()).toEqual([]);
   }, 300_000);
 
