@@ -17,7 +17,6 @@ import { hasProgram, run } from "../exec/index.js";
 export interface IgnitionConfig {
   /** The exact text the user gave (after butane, if it was a Butane config). */
   text: string;
-  // biome-ignore lint/suspicious/noExplicitAny: a parsed, shape-checked Ignition config
   json: any;
   /** `ignition.version`, e.g. "3.4.0". */
   version: string;

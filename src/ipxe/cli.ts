@@ -5,7 +5,7 @@
  */
 import { type Command, Option } from "commander";
 import { pickDisk } from "../disk/index.js";
-import { EXIT, UsageError } from "../errors.js";
+import { EXIT } from "../errors.js";
 import { collect, positiveInt } from "../options.js";
 import type { Reporter } from "../progress/index.js";
 import type { Arch, OsName } from "../source/index.js";

@@ -316,11 +316,7 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
       await verifyStick(target.path, script, staged, !o.secretsWritable);
     } catch (err) {
       report.incomplete = await undoPartialStick(target, existed);
-      throw annotate(
-        signal?.aborted ? new InterruptedError() : err,
-        target.path,
-        report.incomplete,
-      );
+      throw annotate(signal?.aborted ? new InterruptedError() : err, report.incomplete);
     }
     return done(report, started);
   } finally {
@@ -404,12 +400,12 @@ async function updateSecrets(
     await verifySecrets(target.path, parts.secrets, staged, !o.secretsWritable);
   } catch (err) {
     report.incomplete = `the secrets volume of ${target.path} is incomplete; run --update-secrets again`;
-    throw annotate(err, target.path, report.incomplete);
+    throw annotate(err, report.incomplete);
   }
   return done(report, started);
 }
 
-function annotate(err: unknown, _target: string, incomplete: string): unknown {
+function annotate(err: unknown, incomplete: string): unknown {
   if (err instanceof InterruptedError) return new InterruptedError(`interrupted: ${incomplete}`);
   if (err instanceof ProvisionError)
     return new ProvisionError(`${err.message} (${incomplete})`, {
