@@ -10,7 +10,9 @@ main(process.argv).then(
     process.exitCode = code;
   },
   (err) => {
-    console.error(`provision: internal error: ${err?.stack ?? err}`);
+    // Only a failure to load the CLI gets here; main() reports everything else itself.
+    console.error(`provision: internal error: ${err?.message ?? err}; report it with --debug`);
+    if (process.env.PROVISION_DEBUG || process.argv.includes("--debug")) console.error(err?.stack);
     process.exitCode = 70;
   },
 );

@@ -11,6 +11,12 @@ import { EXIT, ProvisionError, reportError } from "./errors.js";
 import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
 import { registerPxeStick } from "./ipxe/cli.js";
 import {
+  finalExitCode,
+  installLastResort,
+  interruptSignal as lifecycleSignal,
+  runUrgentCleanups,
+} from "./lifecycle.js";
+import {
   fixMbr,
   formatTables,
   repairUnitButane,
@@ -25,9 +31,14 @@ import {
   timeoutOption,
   verdictLines,
 } from "./qemu/cli.js";
-import { killRunningQemu, QEMU_EXIT } from "./qemu/index.js";
+import { QEMU_EXIT } from "./qemu/index.js";
 import type { Arch, OsName } from "./source/index.js";
-import { addImageSourceOptions, collect, imageSourceFrom } from "./source/options.js";
+import {
+  addImageSourceOptions,
+  applyNetTimeout,
+  collect,
+  imageSourceFrom,
+} from "./source/options.js";
 
 const VERSION = (
   JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
@@ -40,24 +51,16 @@ function makeReporter(o: { quiet?: boolean }): Reporter {
   return createReporter({ mode: o.quiet ? "quiet" : tty ? "tty" : "plain" });
 }
 
-/** Ctrl-C / SIGTERM abort the run once; a second Ctrl-C exits at once. */
+/** Ctrl-C, SIGTERM, SIGHUP stop the run once; a second one exits at once (src/lifecycle). */
 function interruptSignal(reporter: Reporter): AbortSignal {
-  const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (ac.signal.aborted) {
-      killRunningQemu(); // flash --then-test: no guest outlives us
-      process.stderr.write("provision: interrupted again; exiting now\n");
-      process.exit(EXIT.INTERRUPTED);
-    }
-    reporter.stop();
-    process.stderr.write(
-      `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping (press Ctrl-C again to exit at once)\n`,
-    );
-    ac.abort(new Error("interrupted"));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  return ac.signal;
+  return lifecycleSignal({
+    onFirst(sig) {
+      reporter.stop();
+      process.stderr.write(
+        `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping (press Ctrl-C again to exit at once)\n`,
+      );
+    },
+  });
 }
 
 function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean, quiet: boolean) {
@@ -126,6 +129,7 @@ function buildProgram(): Command {
       "Bring up Fedora CoreOS and Flatcar machines: flash SD cards and disks, build iPXE sticks, boot-test in QEMU.",
     )
     .version(VERSION, "-V, --version")
+    .option("--debug", "on an internal error, also print its stack trace")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
 
@@ -272,6 +276,7 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
     });
 
   registerQemuTest(program);
+  applyNetTimeout(program);
   registerPxeStick(program, { version: VERSION, makeReporter, interruptSignal });
 
   const cache = program
@@ -381,23 +386,26 @@ for configs managed elsewhere (add it to ignition.config.merge, or merge the But
 }
 
 export async function main(argv: string[]): Promise<number> {
+  installLastResort();
+  if (argv.includes("--debug")) process.env.PROVISION_DEBUG = "1";
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
-    return typeof process.exitCode === "number" ? process.exitCode : EXIT.OK;
+    return finalExitCode(typeof process.exitCode === "number" ? process.exitCode : EXIT.OK);
   } catch (err) {
     const e = err as { code?: string; exitCode?: number };
     if (typeof e.code === "string" && e.code.startsWith("commander.")) {
-      // Help and version exit 0; usage errors were already printed by commander.
+      // Help and version exit 0; usage errors were already printed by commander, and so
+      // was the help for a bare `provision` (or `provision cache`): that is a usage error.
       if (
         e.code === "commander.helpDisplayed" ||
         e.code === "commander.version" ||
-        e.code === "commander.help"
+        (e.code === "commander.help" && e.exitCode === 0)
       )
         return EXIT.OK;
       // qemu-test: 2 means "timed out"; bad flags are "could not start".
       return isQemuTestArgv(argv) ? QEMU_EXIT.NOT_STARTED : EXIT.USAGE;
     }
-    return reportError(err);
+    return finalExitCode(reportError(err, runUrgentCleanups()));
   }
 }

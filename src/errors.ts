@@ -13,7 +13,9 @@ export const EXIT = {
   REFUSED: 3,
   /** A required program is missing. */
   MISSING_TOOL: 4,
-  /** Interrupted by Ctrl-C / SIGTERM. */
+  /** An internal error (a bug): report it with --debug. */
+  INTERNAL: 70,
+  /** Interrupted: 130 by Ctrl-C (SIGINT), 143 by SIGTERM, 129 by SIGHUP. */
   INTERRUPTED: 130,
 } as const;
 
@@ -59,11 +61,36 @@ export function describeError(err: unknown): string {
   return String(err);
 }
 
+const ERRNO_TEXT: Record<string, string> = {
+  ENOENT: "no such file or directory",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EISDIR: "is a directory",
+  ENOTDIR: "not a directory",
+  EROFS: "read-only file system",
+  ENOSPC: "no space left on the device",
+  EDQUOT: "disk quota exceeded",
+  EIO: "input/output error",
+  EBUSY: "in use",
+  EEXIST: "already exists",
+  ENXIO: "no such device",
+  ENODEV: "no such device",
+  EFBIG: "file too big",
+};
+
+/** "no space left on the device (ENOSPC)" for an errno error; undefined for other errors. */
+export function errnoText(err: unknown): string | undefined {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (typeof code !== "string" || !/^E[A-Z]+$/.test(code)) return undefined;
+  return `${ERRNO_TEXT[code] ?? code.toLowerCase()} (${code})`;
+}
+
 /**
  * Print a failure the CLI did not handle on its own (one line, the hint under it) and
- * return the exit code: a ProvisionError's own, 130 for an interruption, else 1.
+ * return the exit code: a ProvisionError's own, 130 for an interruption, 1 for a file-system
+ * error that names its path, else 70 (an internal error: a bug to report).
  */
-export function reportError(err: unknown): number {
+export function reportError(err: unknown, cleanupsDone: string[] = []): number {
   if (err instanceof ProvisionError) {
     process.stderr.write(`provision: ${err.message}\n`);
     if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
@@ -73,7 +100,16 @@ export function reportError(err: unknown): number {
     process.stderr.write("provision: interrupted\n");
     return EXIT.INTERRUPTED;
   }
-  process.stderr.write(`provision: unexpected error: ${(err as Error)?.message ?? String(err)}\n`);
+  const fsErr = err as NodeJS.ErrnoException;
+  const text = errnoText(err);
+  if (text && fsErr.path) {
+    process.stderr.write(`provision: ${fsErr.path}: ${text}\n`);
+    if (process.env.PROVISION_DEBUG) process.stderr.write(`${fsErr.stack}\n`);
+    return EXIT.FAILED;
+  }
+  const msg = ((err as Error)?.message ?? String(err)).split("\n")[0];
+  const done = cleanupsDone.length ? `; ${cleanupsDone.join("; ")}` : "";
+  process.stderr.write(`provision: internal error: ${msg}${done}; report it with --debug\n`);
   if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
-  return EXIT.FAILED;
+  return EXIT.INTERNAL;
 }

@@ -15,3 +15,23 @@ export function positiveInt(value: unknown, flag: string): number | undefined {
     throw new UsageError(`${flag} must be a positive whole number, got "${value}"`);
   return n;
 }
+
+/** A duration: a bare number is seconds; 500ms, 90s, 10m, 1h. Undefined when not one. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const unit = (m[2] ?? "s").toLowerCase();
+  const ms =
+    unit === "ms" ? n : unit === "s" ? n * 1000 : unit === "m" ? n * 60_000 : n * 3_600_000;
+  return ms > 0 ? Math.round(ms) : undefined;
+}
+
+/** A duration flag's value in ms, or a UsageError naming the flag. */
+export function durationOption(value: unknown, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = parseDuration(String(value));
+  if (ms === undefined)
+    throw new UsageError(`${flag} must be a duration like 30, 90s or 10m, got "${value}"`);
+  return ms;
+}

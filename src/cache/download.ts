@@ -1,14 +1,36 @@
 /**
  * HTTP(S) downloads into a partial file, resumed with Range after a dropped connection (in
  * this run: a few retries) or after an interrupted run (the .part file and its validator
- * stay on disk). The sha256 is computed while the bytes arrive.
+ * stay on disk). The sha256 is computed while the bytes arrive; both the hash and the write
+ * are synchronous in the body's sink (see src/http), so the parser never pauses.
+ *
+ * A file-system error (a full or read-only cache) is never retried as if it were the
+ * network: it names the directory, the errno and the space needed.
  */
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { open, readFile, rm, stat, writeFile } from "node:fs/promises";
+import {
+  closeSync,
+  createReadStream,
+  openSync,
+  statfsSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { readFile, rm, stat } from "node:fs/promises";
+import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Agent, type Dispatcher, interceptors, request } from "undici";
-import { describeError, EXIT, ProvisionError, UsageError } from "../errors.js";
+import { describeError, InterruptedError, ProvisionError } from "../errors.js";
+import {
+  getBytes,
+  httpGet,
+  httpStatusError,
+  isNetworkError,
+  NetworkError,
+  networkError,
+} from "../http/index.js";
+import { formatBytes } from "../progress/index.js";
+
+export { isNetworkError } from "../http/index.js";
 
 export interface DownloadResult {
   sha256: string;
@@ -24,56 +46,13 @@ interface PartInfo {
 
 const MAX_ATTEMPTS = 6;
 
-let dispatcher: Dispatcher | undefined;
-/** One connection pool for the process, following redirects (mirrors redirect a lot). */
-function agent(): Dispatcher {
-  dispatcher ??= new Agent({ connect: { timeout: 30_000 } }).compose(
-    interceptors.redirect({ maxRedirections: 5 }),
-  );
-  return dispatcher;
-}
-
-function httpError(url: string, status: number): ProvisionError {
-  if (status === 404 || status === 410) {
-    return new UsageError(
-      `${url} was not found (HTTP ${status})`,
-      "check the URL, stream, channel or release",
-    );
-  }
-  return new ProvisionError(`${url}: server answered HTTP ${status}`, { exitCode: EXIT.FAILED });
-}
-
 /** GET a small document (metadata, version.txt, a signature) into memory. */
 export async function fetchBytes(url: string, signal?: AbortSignal): Promise<Buffer> {
-  const res = await request(url, {
-    signal,
-    headersTimeout: 30_000,
-    bodyTimeout: 30_000,
-    dispatcher: agent(),
-  });
-  if (res.statusCode >= 300) {
-    await res.body.dump();
-    throw httpError(url, res.statusCode);
-  }
-  return Buffer.from(await res.body.arrayBuffer());
+  return await getBytes(url, { signal });
 }
 
 export async function fetchText(url: string, signal?: AbortSignal): Promise<string> {
   return (await fetchBytes(url, signal)).toString("utf8");
-}
-
-/** True when an error means "could not reach the server" rather than an HTTP answer. */
-export function isNetworkError(err: unknown): boolean {
-  if (err instanceof ProvisionError) return false;
-  const code =
-    (err as { code?: string; cause?: { code?: string } }).code ??
-    (err as { cause?: { code?: string } }).cause?.code;
-  return (
-    typeof code === "string" &&
-    /^(ECONN|ENOTFOUND|EAI_|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EPIPE|UND_ERR_(SOCKET|CONNECT_TIMEOUT|HEADERS_TIMEOUT|BODY_TIMEOUT|CLOSED)|UND_ERR_SHORT)/.test(
-      code,
-    )
-  );
 }
 
 async function hashExisting(path: string, hash: Hash): Promise<number> {
@@ -85,10 +64,47 @@ async function hashExisting(path: string, hash: Hash): Promise<number> {
   return n;
 }
 
+/** A local file error while downloading: the cache's problem, not the network's. */
+export function cacheFsError(dir: string, err: unknown, size?: number): ProvisionError {
+  const e = err as NodeJS.ErrnoException & { free?: number; needed?: number };
+  const code = e.code ?? "";
+  const need =
+    e.needed !== undefined
+      ? `: ${formatBytes(e.needed)} needed, ${formatBytes(e.free ?? 0)} free`
+      : size !== undefined
+        ? `; the image is ${formatBytes(size)}`
+        : "";
+  if (code === "ENOSPC" || code === "EDQUOT")
+    return new ProvisionError(`the cache directory ${dir} is full (${code})${need}`, {
+      hint: "free space there, or point XDG_CACHE_HOME at a bigger disk; provision cache prune removes old images",
+    });
+  if (code === "ENOTDIR" || code === "ENOENT")
+    return new ProvisionError(`cannot create the cache directory ${dir} (${code})`, {
+      hint: "set XDG_CACHE_HOME to a directory you can write",
+    });
+  if (code === "EROFS" || code === "EACCES" || code === "EPERM")
+    return new ProvisionError(`cannot write to the cache directory ${dir} (${code})`, {
+      hint: "make it writable, or set XDG_CACHE_HOME to a directory you can write",
+    });
+  return new ProvisionError(
+    `writing the download into ${dir} failed (${code || describeError(err)})`,
+  );
+}
+
+/** Free bytes under `dir` for an unprivileged writer, or undefined when unknown. */
+function freeBytes(dir: string): number | undefined {
+  try {
+    const s = statfsSync(dir);
+    return Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Download `url` to `partPath`, resuming what is there when the server's validator still
- * matches. Returns the sha256 of the complete file. Leaves the .part on failure so the next
- * run resumes.
+ * matches. Returns the sha256 of the complete file. Leaves the .part on a network failure so
+ * the next run resumes; removes it when the cache's disk is the problem.
  */
 export async function downloadResumable(
   url: string,
@@ -99,6 +115,7 @@ export async function downloadResumable(
     onRetry?: (msg: string) => void;
   } = {},
 ): Promise<DownloadResult> {
+  const dir = dirname(partPath);
   const infoPath = `${partPath}.json`;
   let info: PartInfo | undefined;
   try {
@@ -125,85 +142,109 @@ export async function downloadResumable(
       if (info?.validator) headers["if-range"] = info.validator;
     }
     let total: number | undefined;
+    let fd: number | undefined;
+    let restart = false;
+    let fsError: unknown;
+    const fsFailed = (err: unknown) => {
+      fsError = err;
+      return err;
+    };
     try {
-      const res = await request(url, {
-        headers,
-        signal: opts.signal,
-        headersTimeout: 30_000,
-        bodyTimeout: 60_000,
-        dispatcher: agent(),
+      const res = await httpGet(
+        url,
+        (h) => {
+          if (h.status === 416 && have > 0) {
+            restart = true; // our part is as long as the file (or longer): start over
+            return undefined;
+          }
+          if (h.status < 200 || h.status >= 300) return undefined;
+          const len = Number(h.headers["content-length"]);
+          if (h.status === 200) {
+            // Full body: the server ignored or rejected our Range (or we had nothing).
+            if (have > 0)
+              opts.onRetry?.("the server did not resume the download; starting from the beginning");
+            hash = createHash("sha256");
+            have = 0;
+            total = Number.isFinite(len) ? len : undefined;
+          } else {
+            const range = /bytes (\d+)-(\d+)\/(\d+|\*)/.exec(
+              String(h.headers["content-range"] ?? ""),
+            );
+            if (h.status !== 206 || !range || Number(range[1]) !== have)
+              throw new ProvisionError(
+                `${url}: the server sent an unexpected range (${h.headers["content-range"] ?? `HTTP ${h.status}`})`,
+              );
+            total = range[3] === "*" ? undefined : Number(range[3]);
+          }
+          const needed = total !== undefined ? total - have : undefined;
+          const free = freeBytes(dir);
+          if (needed !== undefined && free !== undefined && free < needed)
+            throw fsFailed(Object.assign(new Error("no space"), { code: "ENOSPC", free, needed }));
+          try {
+            fd = openSync(partPath, have > 0 ? "a" : "w", 0o644);
+            if (h.status === 200 || !info) {
+              info = {
+                url,
+                validator: (h.headers.etag ?? h.headers["last-modified"]) as string | undefined,
+              };
+              writeFileSync(infoPath, JSON.stringify(info));
+            }
+          } catch (err) {
+            throw fsFailed(err);
+          }
+          return (chunk) => {
+            try {
+              writeSync(fd as number, chunk);
+            } catch (err) {
+              throw fsFailed(err);
+            }
+            hash.update(chunk);
+            have += chunk.length;
+            opts.onProgress?.(have, total);
+          };
+        },
+        { headers, signal: opts.signal },
+      ).finally(() => {
+        if (fd !== undefined) closeSync(fd);
       });
-      const etag = res.headers.etag as string | undefined;
-      const lastModified = res.headers["last-modified"] as string | undefined;
-      if (res.statusCode === 416 && have > 0) {
-        // Our part is as long as (or longer than) the file: start over to be sure.
-        await res.body.dump();
+      if (restart) {
         have = 0;
         hash = createHash("sha256");
         continue;
       }
-      if (res.statusCode >= 300) {
-        await res.body.dump();
-        throw httpError(url, res.statusCode);
-      }
-      const len = Number(res.headers["content-length"]);
-      let fh: Awaited<ReturnType<typeof open>>;
-      if (res.statusCode === 200) {
-        // Full body: the server ignored or rejected our Range (or we had nothing).
-        if (have > 0)
-          opts.onRetry?.("server did not resume the download; starting from the beginning");
-        hash = createHash("sha256");
-        have = 0;
-        fh = await open(partPath, "w");
-        total = Number.isFinite(len) ? len : undefined;
-      } else {
-        const range = /bytes (\d+)-(\d+)\/(\d+|\*)/.exec(
-          String(res.headers["content-range"] ?? ""),
+      if (res.status < 200 || res.status >= 300) throw httpStatusError(url, res.status);
+      if (total !== undefined && have !== total)
+        throw new NetworkError(
+          `${url}: the connection closed after ${formatBytes(have)} of ${formatBytes(total)}`,
         );
-        if (!range || Number(range[1]) !== have) {
-          await res.body.dump();
-          throw new ProvisionError(
-            `${url}: server sent an unexpected range (${res.headers["content-range"]})`,
-          );
-        }
-        total = range[3] === "*" ? undefined : Number(range[3]);
-        fh = await open(partPath, "a");
-      }
-      if (res.statusCode === 200 || !info) {
-        info = { url, validator: etag ?? lastModified };
-        await writeFile(infoPath, JSON.stringify(info));
-      }
-      try {
-        for await (const chunk of res.body) {
-          const b = chunk as Buffer;
-          hash.update(b);
-          await fh.write(b);
-          have += b.length;
-          opts.onProgress?.(have, total);
-        }
-      } finally {
-        await fh.close();
-      }
-      if (total !== undefined && have !== total) {
-        throw Object.assign(new Error(`connection closed after ${have} of ${total} bytes`), {
-          code: "UND_ERR_SHORT",
-        });
-      }
       await rm(infoPath, { force: true });
-      return { sha256: hash.digest("hex"), size: have, etag, lastModified };
+      return {
+        sha256: hash.digest("hex"),
+        size: have,
+        etag: res.headers.etag as string | undefined,
+        lastModified: res.headers["last-modified"] as string | undefined,
+      };
     } catch (err) {
-      if (opts.signal?.aborted) throw err;
-      if (err instanceof ProvisionError) throw err;
+      if (opts.signal?.aborted) throw new InterruptedError();
+      if (fsError !== undefined) {
+        await rm(partPath, { force: true });
+        await rm(infoPath, { force: true });
+        throw cacheFsError(dir, fsError, total !== undefined ? total : undefined);
+      }
+      const e = networkError(url, err);
+      if (!isNetworkError(e)) throw e;
       if (attempt >= MAX_ATTEMPTS) {
         throw new ProvisionError(
-          `download of ${url} failed after ${attempt} attempts: ${describeError(err)}`,
-          {
-            hint: "run the same command again to resume where it stopped",
-          },
+          `download of ${url} failed after ${attempt} attempts: ${describeError(e)}`,
+          { hint: "run the same command again to resume where it stopped" },
         );
       }
-      opts.onRetry?.(`download interrupted at ${have} bytes (${describeError(err)}); resuming`);
-      await sleep(Math.min(500 * attempt, 3000), undefined, { signal: opts.signal });
+      opts.onRetry?.(
+        `download interrupted at ${formatBytes(have)} (${describeError(e)}); resuming`,
+      );
+      await sleep(Math.min(500 * attempt, 3000), undefined, { signal: opts.signal }).catch(() => {
+        throw new InterruptedError();
+      });
     }
   }
 }

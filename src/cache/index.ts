@@ -15,10 +15,16 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
-import { basename, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { describeError, ProvisionError, UsageError } from "../errors.js";
 import { type Reporter, silentReporter } from "../progress/index.js";
-import { downloadResumable, fetchBytes, fetchText, isNetworkError } from "./download.js";
+import {
+  cacheFsError,
+  downloadResumable,
+  fetchBytes,
+  fetchText,
+  isNetworkError,
+} from "./download.js";
 import { withLock } from "./lock.js";
 import { type SignatureStatus, verifySignature } from "./signature.js";
 
@@ -29,6 +35,31 @@ export { findDistroKeyrings } from "./signature.js";
 export function cacheRoot(): string {
   const base = process.env.XDG_CACHE_HOME || join(homedir(), ".cache");
   return join(base, "provision");
+}
+
+/**
+ * Create a cache directory and its parents, one level at a time (node's recursive mkdir
+ * spins forever under /proc); a failure names the directory and the fix.
+ */
+async function ensureCacheDir(dir: string): Promise<void> {
+  const missing: string[] = [];
+  let d = dir;
+  for (;;) {
+    const s = await stat(d).catch(() => undefined);
+    if (s?.isDirectory()) break;
+    if (s) throw cacheFsError(d, Object.assign(new Error("not a directory"), { code: "ENOTDIR" }));
+    missing.unshift(d);
+    const up = dirname(d);
+    if (up === d) break;
+    d = up;
+  }
+  for (const m of missing) {
+    try {
+      await mkdir(m);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw cacheFsError(m, err);
+    }
+  }
 }
 
 /** Something published at a URL (or a local path) that we want as a verified local file. */
@@ -169,7 +200,7 @@ export async function fetchArtifact(
     );
   }
 
-  await mkdir(dir, { recursive: true });
+  await ensureCacheDir(dir);
   return await withLock(
     `${dir}.lock`,
     async () => {
@@ -347,12 +378,17 @@ export async function fetchMetadata(
     );
   try {
     const body = await fetchText(url, opts.signal);
-    await mkdir(join(cacheRoot(), "meta"), { recursive: true });
-    await writeFile(
-      `${file}.tmp`,
-      JSON.stringify({ url, fetchedAt: new Date().toISOString(), body }),
-    );
-    await rename(`${file}.tmp`, file);
+    try {
+      await ensureCacheDir(join(cacheRoot(), "meta"));
+      await writeFile(
+        `${file}.tmp`,
+        JSON.stringify({ url, fetchedAt: new Date().toISOString(), body }),
+      );
+      await rename(`${file}.tmp`, file);
+    } catch (err) {
+      // The document is here; only the offline copy is lost. Say so once and go on.
+      reporter.warn(`could not keep a copy of ${url} in the cache: ${describeError(err)}`);
+    }
     return body;
   } catch (err) {
     if (cached && isNetworkError(err)) {

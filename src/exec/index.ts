@@ -5,6 +5,7 @@
  */
 import { execa, type Options, type ResultPromise } from "execa";
 import { EXIT, ProvisionError } from "../errors.js";
+import { onUrgentExit } from "../lifecycle.js";
 
 /** Which Debian package provides each program we use. */
 const PACKAGE_OF: Record<string, string> = {
@@ -109,14 +110,16 @@ export async function run(
   } = {},
 ): Promise<RunResult> {
   try {
-    const r = await execa(program, args, {
-      input: opts.input,
-      reject: false,
-      cancelSignal: opts.signal,
-      env: { PATH: SBIN_PATH, ...opts.env },
-      cwd: opts.cwd,
-      stripFinalNewline: true,
-    });
+    const r = await killedOnUrgentExit(
+      execa(program, args, {
+        input: opts.input,
+        reject: false,
+        cancelSignal: opts.signal,
+        env: { PATH: SBIN_PATH, ...opts.env },
+        cwd: opts.cwd,
+        stripFinalNewline: true,
+      }),
+    );
     if (
       (r as { code?: string }).code === "ENOENT" ||
       (r.failed && /ENOENT/.test(String(r.message)) && r.exitCode === undefined)
@@ -140,6 +143,21 @@ export async function run(
 }
 
 /**
+ * A child that must not outlive a forced exit (a second Ctrl-C, an internal error): it is
+ * SIGKILLed by the urgent cleanups until it has exited.
+ */
+export function killedOnUrgentExit<
+  T extends { kill(signal?: NodeJS.Signals): boolean } & PromiseLike<unknown>,
+>(child: T, what?: string): T {
+  const remove = onUrgentExit(() => {
+    child.kill("SIGKILL");
+    return what;
+  });
+  child.then(remove, remove);
+  return child;
+}
+
+/**
  * Start a long-running program whose stdin/stdout are streams (decompressors, dd).
  * The caller pipes into/out of it and awaits the returned promise for its exit.
  */
@@ -148,15 +166,17 @@ export function spawnStreaming(
   args: readonly string[],
   opts: Pick<Options, "stdin" | "stdout" | "stderr"> & { signal?: AbortSignal } = {},
 ): ResultPromise {
-  const child = execa(program, args, {
-    stdin: opts.stdin ?? "pipe",
-    stdout: opts.stdout ?? "pipe",
-    stderr: opts.stderr ?? "pipe",
-    buffer: { stdout: false, stderr: true },
-    cancelSignal: opts.signal,
-    env: { PATH: SBIN_PATH },
-    reject: false,
-  });
+  const child = killedOnUrgentExit(
+    execa(program, args, {
+      stdin: opts.stdin ?? "pipe",
+      stdout: opts.stdout ?? "pipe",
+      stderr: opts.stderr ?? "pipe",
+      buffer: { stdout: false, stderr: true },
+      cancelSignal: opts.signal,
+      env: { PATH: SBIN_PATH },
+      reject: false,
+    }),
+  );
   // execa leaves an unbuffered stdout flowing: bytes that arrive before the caller starts
   // reading would be dropped (seen: the first MiBs of a decompressed image). Hold them.
   child.stdout?.pause();

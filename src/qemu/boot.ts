@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import type { Readable } from "node:stream";
 import { describeError, InterruptedError, ProvisionError, UsageError } from "../errors.js";
-import { requirePrograms, spawnStreaming } from "../exec/index.js";
+import { killedOnUrgentExit, requirePrograms, spawnStreaming } from "../exec/index.js";
 import {
   type IgnitionConfig,
   loadIgnitionConfig,
@@ -56,24 +56,11 @@ export const QEMU_EXIT = {
 
 export const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
 
-/** QEMU processes this process started and has not reaped yet. */
-const running = new Set<{ kill(signal?: NodeJS.Signals): boolean }>();
-
-/**
- * SIGKILL every QEMU still running: for a CLI that must exit at once (a second Ctrl-C),
- * so no guest outlives it. The normal path stops QEMU itself.
- */
-export function killRunningQemu(): void {
-  for (const child of running) child.kill("SIGKILL");
-}
-
+/** A QEMU this process started: SIGKILLed on a forced exit, so no guest outlives us. */
 function track<T extends { kill(signal?: NodeJS.Signals): boolean } & PromiseLike<unknown>>(
   child: T,
 ): T {
-  running.add(child);
-  const untrack = () => running.delete(child);
-  child.then(untrack, untrack);
-  return child;
+  return killedOnUrgentExit(child, "QEMU killed");
 }
 
 export interface BootOptions {

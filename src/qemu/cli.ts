@@ -7,12 +7,13 @@ import { Command, Option } from "commander";
 import { EXIT, ProvisionError } from "../errors.js";
 import { shellQuote } from "../exec/index.js";
 import { DEFAULT_REMOTE_DIR } from "../libvirt/uri.js";
+import { interruptSignal as lifecycleSignal } from "../lifecycle.js";
 import { positiveInt } from "../options.js";
 import { createReporter, type Reporter } from "../progress/index.js";
 import type { Arch, ImageRequest, OsName } from "../source/index.js";
 import { addImageSourceOptions, collect, imageSourceFrom } from "../source/options.js";
 import type { AccelChoice } from "./accel.js";
-import { type BootResult, bootTest, killRunningQemu, QEMU_EXIT } from "./boot.js";
+import { type BootResult, bootTest, QEMU_EXIT } from "./boot.js";
 import type { BootInput } from "./image.js";
 import { parseDuration } from "./index.js";
 import type { RemoteOptions } from "./remote.js";
@@ -37,24 +38,16 @@ function makeReporter(quiet: boolean): Reporter {
   return createReporter({ mode: quiet ? "quiet" : tty ? "tty" : "plain" });
 }
 
-/** Ctrl-C / SIGTERM stop QEMU and clean up once; a second Ctrl-C exits at once. */
+/** Ctrl-C / SIGTERM / SIGHUP stop QEMU and clean up once; a second one exits at once. */
 function interruptSignal(reporter: Reporter): AbortSignal {
-  const ac = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => {
-    if (ac.signal.aborted) {
-      killRunningQemu();
-      process.stderr.write("provision: interrupted again; QEMU killed; exiting now\n");
-      process.exit(EXIT.INTERRUPTED);
-    }
-    reporter.stop();
-    process.stderr.write(
-      `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping QEMU (press Ctrl-C again to exit at once)\n`,
-    );
-    ac.abort(new Error("interrupted"));
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  return ac.signal;
+  return lifecycleSignal({
+    onFirst(sig) {
+      reporter.stop();
+      process.stderr.write(
+        `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping QEMU (press Ctrl-C again to exit at once)\n`,
+      );
+    },
+  });
 }
 
 const MARK: Record<BootResult["verdict"], string> = {

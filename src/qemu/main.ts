@@ -6,18 +6,23 @@
  */
 import { Command } from "commander";
 import { EXIT, reportError } from "../errors.js";
+import { finalExitCode, installLastResort, runUrgentCleanups } from "../lifecycle.js";
+import { applyNetTimeout } from "../source/options.js";
 import { QEMU_EXIT } from "./boot.js";
 import { registerQemuTest } from "./cli.js";
 
 export async function main(argv: string[]): Promise<number> {
+  installLastResort();
+  if (argv.includes("--debug")) process.env.PROVISION_DEBUG = "1";
   const program = new Command()
     .name("provision")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   registerQemuTest(program);
+  applyNetTimeout(program);
   try {
     await program.parseAsync(argv);
-    return typeof process.exitCode === "number" ? process.exitCode : EXIT.OK;
+    return finalExitCode(typeof process.exitCode === "number" ? process.exitCode : EXIT.OK);
   } catch (err) {
     const e = err as { code?: string };
     if (typeof e.code === "string" && e.code.startsWith("commander.")) {
@@ -25,6 +30,6 @@ export async function main(argv: string[]): Promise<number> {
         ? EXIT.OK
         : QEMU_EXIT.NOT_STARTED;
     }
-    return reportError(err);
+    return finalExitCode(reportError(err, runUrgentCleanups()));
   }
 }

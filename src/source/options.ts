@@ -3,7 +3,7 @@
  * defined once, and the ImageRequest fields they map to.
  */
 import type { Command } from "commander";
-import { collect } from "../options.js";
+import { collect, durationOption } from "../options.js";
 import type { ImageRequest } from "./index.js";
 
 export { collect };
@@ -20,7 +20,12 @@ export function addReleaseOptions(cmd: Command): Command {
       "https://builds.coreos.fedoraproject.org",
     )
     .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
-    .option("--offline", "use only the cache; never touch the network");
+    .option("--offline", "use only the cache; never touch the network")
+    .option(
+      "--net-timeout <duration>",
+      "give up on a server that sends nothing for this long (30, 90s, 2m)",
+      "30s",
+    );
 }
 
 export function addImageSourceOptions(cmd: Command, imageUrlHelp: string): Command {
@@ -57,4 +62,15 @@ export function imageSourceFrom(o: Record<string, unknown>): ImageSourceOptions 
     keyrings: o.keyring as string[] | undefined,
     requireSignature: Boolean(o.requireSignature),
   };
+}
+
+/**
+ * For a program whose commands take --net-timeout: apply it before the action runs (the
+ * HTTP module is loaded only when the value is not the default).
+ */
+export function applyNetTimeout(program: Command): void {
+  program.hook("preAction", async (_root, cmd) => {
+    const ms = durationOption(cmd.opts().netTimeout, "--net-timeout");
+    if (ms !== undefined && ms !== 30_000) (await import("../http/index.js")).setNetTimeout(ms);
+  });
 }

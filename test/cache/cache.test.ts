@@ -72,7 +72,7 @@ describe("downloadResumable", () => {
       onRetry: (m) => msgs.push(m),
     });
     expect(r.sha256).toBe(xzSha());
-    expect(msgs).toEqual(["server did not resume the download; starting from the beginning"]);
+    expect(msgs).toEqual(["the server did not resume the download; starting from the beginning"]);
   });
 });
 

@@ -365,7 +365,7 @@ describe("resume", () => {
       cacheHome: cache,
     });
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/download interrupted at \d+ bytes .*; resuming/);
+    expect(r.stderr).toMatch(/download interrupted at [\d.]+ [KMG]?i?B .*; resuming/);
     const reqs = requestsFor(info.imagePath).slice(before);
     expect(reqs).toHaveLength(2);
     expect(reqs[1]?.range).toMatch(/^bytes=\d+-$/);
