@@ -14,7 +14,7 @@ PACKAGES=(xz-utils zstd bzip2 gzip gdisk fdisk mtools dosfstools e2fsprogs gnupg
   qemu-system-arm qemu-efi-aarch64 qemu-utils grub-common cpio binutils
   qemu-system-x86 ovmf seabios libxml2-utils openssh-client
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients openssh-server
-  syslinux syslinux-common ipxe)
+  syslinux syslinux-common ipxe gcc libc6-dev)
 # pxe-stick: syslinux (BIOS boot) and bookworm's ipxe (ipxe.lkrn; its 2019 EFI build is
 # the one the tests expect to be refused); the tests' iPXE EFI comes from Debian trixie
 # (fixtures/build-pxe-fixture.sh). libvirt and sshd: the qemu-test --connect tests run a real libvirtd (started by the test

@@ -17,7 +17,8 @@ import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "n
 import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { describeError, ProvisionError, UsageError } from "../errors.js";
-import { type Reporter, silentReporter } from "../progress/index.js";
+import { withLock } from "../lock.js";
+import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
 import {
   cacheFsError,
   downloadResumable,
@@ -25,7 +26,6 @@ import {
   fetchText,
   isNetworkError,
 } from "./download.js";
-import { withLock } from "./lock.js";
 import { type SignatureStatus, verifySignature } from "./signature.js";
 
 export { fetchText } from "./download.js";
@@ -84,6 +84,8 @@ export interface LocalArtifact {
   size: number;
   fromCache: boolean;
   sha256?: string;
+  /** The file was checked against a published or --sha256 checksum. */
+  sha256Pinned: boolean;
   signature: SignatureStatus;
 }
 
@@ -109,6 +111,20 @@ function entryKey(a: Artifact): string {
 function fileNameOf(url: string): string {
   const name = basename(new URL(url).pathname) || "image";
   return name.replace(/[^A-Za-z0-9._+-]/g, "_");
+}
+
+/** What was checked about an image, and only that. */
+function checkedWording(publishedSha256: string | undefined, signature: SignatureStatus): string {
+  const sha = publishedSha256 ? "sha256 matches the published one" : "no published sha256 to check";
+  const sig =
+    signature === "verified"
+      ? "signature verified"
+      : signature === "no-key"
+        ? "signature not checked (no key)"
+        : signature === "skipped"
+          ? "signature not checked"
+          : "no signature";
+  return `${sha}, ${sig}`;
 }
 
 export async function sha256File(path: string, signal?: AbortSignal): Promise<string> {
@@ -247,9 +263,16 @@ export async function fetchArtifact(
       await writeFile(join(dir, "entry.json"), JSON.stringify(entry, null, 2));
       reporter.phaseDone(
         "download",
-        `downloaded ${name} (${dl.size} bytes), sha256 ${artifact.sha256 ? "verified" : dl.sha256.slice(0, 16)}, signature ${signature}`,
+        `downloaded ${name} (${formatBytes(dl.size)}; ${checkedWording(artifact.sha256, signature)})`,
       );
-      return { path: file, size: dl.size, fromCache: false, sha256: dl.sha256, signature };
+      return {
+        path: file,
+        size: dl.size,
+        fromCache: false,
+        sha256: dl.sha256,
+        sha256Pinned: Boolean(artifact.sha256),
+        signature,
+      };
     },
     {
       signal,
@@ -302,10 +325,15 @@ async function useEntry(
   }
   const now = new Date();
   await utimes(join(dir, "entry.json"), now, now).catch(() => {});
-  reporter.info(
-    `using cached ${e.file} (sha256 verified ${e.created.slice(0, 10)}, signature ${signature})`,
-  );
-  return { path, size: e.size, fromCache: true, sha256: e.sha256, signature };
+  reporter.info(`using cached ${e.file} (${checkedWording(e.publishedSha256, signature)})`);
+  return {
+    path,
+    size: e.size,
+    fromCache: true,
+    sha256: e.sha256,
+    sha256Pinned: Boolean(e.publishedSha256),
+    signature,
+  };
 }
 
 async function checkLocal(
@@ -314,8 +342,15 @@ async function checkLocal(
   reporter: Reporter,
   signal?: AbortSignal,
 ): Promise<LocalArtifact> {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(a.url)?.[1];
+  if (scheme && scheme.toLowerCase() !== "file")
+    throw new UsageError(
+      `image ${a.url}: ${scheme} is not supported`,
+      "use an http:// or https:// URL, or a local path",
+    );
   const path = a.url.replace(/^file:\/\//, "");
   const s = await stat(path).catch(() => undefined);
+  if (s?.isDirectory()) throw new UsageError(`image ${path} is a directory, not an image file`);
   if (!s?.isFile())
     throw new UsageError(
       `image ${path} does not exist`,
@@ -338,7 +373,14 @@ async function checkLocal(
   } else if (policy.requireSignature) {
     signature = await checkSignature(path, undefined, path, policy, reporter, signal);
   }
-  return { path, size: s.size, fromCache: false, sha256, signature };
+  return {
+    path,
+    size: s.size,
+    fromCache: false,
+    sha256,
+    sha256Pinned: Boolean(a.sha256),
+    signature,
+  };
 }
 
 // ---------------------------------------------------------------- metadata
@@ -488,4 +530,28 @@ export async function pruneCache(
   }
   if (opts.all) await rm(join(cacheRoot(), "meta"), { recursive: true, force: true });
   return removed;
+}
+
+// ---------------------------------------------------------------- corrupt entries
+
+/** The cache entry directory holding `path`, when `path` is a cached image. */
+function entryDirOf(path: string): string | undefined {
+  const dir = dirname(path);
+  return dirname(dir) === join(cacheRoot(), "images") ? dir : undefined;
+}
+
+/**
+ * An image in the cache failed to decompress or is not an image: re-check it against the
+ * sha256 recorded when it was downloaded, and evict it either way (a later run downloads it
+ * afresh). Returns what was found, for the error line; undefined for a file not in the cache.
+ */
+export async function evictBadEntry(
+  path: string,
+): Promise<"changed-since-download" | "as-downloaded" | undefined> {
+  const dir = entryDirOf(path);
+  if (!dir) return undefined;
+  const e = await readEntry(dir);
+  const now = e ? await sha256File(path).catch(() => "") : "";
+  await rm(dir, { recursive: true, force: true });
+  return e && now === e.sha256 ? "as-downloaded" : "changed-since-download";
 }

@@ -8,6 +8,8 @@
  * That works without udev and without partition device nodes. (node-disk-info, which
  * parses `df`, is not used: it misses mounts whose source path is not a /dev node.)
  */
+
+export { claimTargets } from "./claim.js";
 export { formatSize } from "./format.js";
 export type { ConfirmOptions, PickChoice, PickOptions } from "./prompt.js";
 export { confirmWrite, describeTarget, pickDisk } from "./prompt.js";

@@ -78,6 +78,19 @@ export async function decompressedSize(
   return undefined;
 }
 
+/** The compressed image could not be decompressed (the caller knows where it came from). */
+export class CorruptImageError extends ProvisionError {
+  constructor(
+    readonly path: string,
+    readonly why: string,
+  ) {
+    super(`the image ${path} is corrupt: ${why}`, {
+      hint: `check it with the decompressor's test mode (e.g. xz -t ${path})`,
+    });
+    this.name = "CorruptImageError";
+  }
+}
+
 export interface DecompressedStream {
   format: Compression;
   stream: Readable;
@@ -112,12 +125,7 @@ export async function openDecompressed(
           .trim()
           .split("\n")
           .pop() || `exit code ${r.exitCode}`;
-      throw new ProvisionError(
-        `the image ${path} is corrupt: ${prog} failed: ${why.replace(/^[^:]*: /, "")}`,
-        {
-          hint: "remove it from the cache (provision cache prune --all) and download it again",
-        },
-      );
+      throw new CorruptImageError(path, `${prog} failed: ${why.replace(/^[^:]*: /, "")}`);
     }
   })();
   // Mark handled; the writer awaits it after the stream ends.
@@ -141,6 +149,8 @@ export async function readImageHead(path: string, bytes: number): Promise<Buffer
       have += (chunk as Buffer).length;
       if (have >= bytes) break;
     }
+    // Shorter than asked: the image is small, or the decompressor failed; say which.
+    if (have < bytes) await d.done;
   } finally {
     ac.abort();
     d.stream.destroy();

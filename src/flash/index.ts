@@ -4,6 +4,7 @@
  * and then failed is made unbootable (its partition tables wiped) unless preserveOnError,
  * and the result says so.
  */
+import { closeSync, fsyncSync, openSync, unlinkSync, writeSync } from "node:fs";
 import { mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,9 +19,15 @@ import {
   loadFirmware,
   type StagedFirmware,
 } from "../board/index.js";
-import { fetchArtifact, findDistroKeyrings, type LocalArtifact } from "../cache/index.js";
+import {
+  evictBadEntry,
+  fetchArtifact,
+  findDistroKeyrings,
+  type LocalArtifact,
+} from "../cache/index.js";
 import {
   checkTargetSafe,
+  claimTargets,
   confirmWrite,
   describeTarget,
   inspectTarget,
@@ -36,18 +43,21 @@ import {
   mergeFragments,
   parseIgnitionText,
 } from "../ignition/index.js";
+import { onUrgentExit } from "../lifecycle.js";
 import { repairUnitFragment } from "../mbr/index.js";
 import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
 import { type BootOptions, type BootResult, bootTest } from "../qemu/index.js";
 import { type ImageRequest, type ResolvedImage, resolveImage } from "../source/index.js";
 import { type Customization, customizeTarget, hasCustomization } from "./customize.js";
 import {
+  CorruptImageError,
   decompressedSize,
   detectFileCompression,
   openDecompressed,
   programsFor,
   readImageHead,
 } from "./decompress.js";
+import { notADiskImage, SNIFF_BYTES } from "./sniff.js";
 import { verifyTarget } from "./verify.js";
 import { type Destination, writeToAll } from "./write.js";
 
@@ -172,10 +182,19 @@ export async function flash(opts: FlashOptions): Promise<FlashReport> {
     firmware = await loadFirmware({ firmware: opts.firmware, uboot: opts.uboot }, board);
   }
   try {
-    return await flashImpl(
-      { ...opts, board, image: { ...opts.image, arch: opts.image.arch ?? info.arch } },
-      firmware,
-    );
+    if (opts.targets.length === 0)
+      throw new UsageError("no target given", "pass a disk (/dev/sdX) or an image file path");
+    // Before anything is downloaded or written: each target once, and no other provision
+    // process writing it.
+    const release = await claimTargets(opts.targets);
+    try {
+      return await flashImpl(
+        { ...opts, board, image: { ...opts.image, arch: opts.image.arch ?? info.arch } },
+        firmware,
+      );
+    } finally {
+      await release();
+    }
   } finally {
     await firmware?.dispose();
   }
@@ -190,10 +209,6 @@ async function flashImpl(
   const signal = opts.signal;
   const verify = opts.verify ?? true;
   const os = opts.image.os;
-  if (opts.targets.length === 0)
-    throw new UsageError("no target given", "pass a disk (/dev/sdX) or an image file path");
-  const dup = opts.targets.find((t, i) => opts.targets.indexOf(t) !== i);
-  if (dup) throw new UsageError(`target ${dup} is given twice`);
 
   // 1. Everything that can be checked without touching a target or the network.
   let ignition: IgnitionConfig | undefined;
@@ -203,6 +218,7 @@ async function flashImpl(
       { signal },
     );
     reporter.info(`Ignition config ${ignition.origin} is valid (spec ${ignition.version})`);
+    for (const w of ignition.warnings ?? []) reporter.warn(w);
   }
   if (boardInfo(opts.board).needsHybridMbr) {
     // Ignition rewrites the GPT on first boot and drops the hybrid MBR: ship the unit that
@@ -288,12 +304,22 @@ async function flashImpl(
     fromCache: local.fromCache,
     compressedSize: local.size,
   });
+  if (/^https?:/i.test(resolved.url) && !local.sha256Pinned && local.signature !== "verified")
+    reporter.warn(
+      `${resolved.url} is not pinned: no published sha256 and no verified signature, so nothing proves it is the image you meant (pass --sha256 to pin it)`,
+    );
   const format = await detectFileCompression(local.path);
   await requirePrograms(programsFor(format));
   const imageSize = await decompressedSize(local.path, format, local.size);
   report.image.imageSize = imageSize;
-  // --esp-fat32 on an image whose ESP cannot be FAT32: say so now, not after writing.
-  if (custom.espFat32) await checkImageEspFat32(local.path);
+  // Before anything is written: the decompressed head must be a disk image (a web page or
+  // a corrupt archive is named here, not flashed), and --esp-fat32 must be possible.
+  const head = await readImageHead(local.path, SNIFF_BYTES).catch((err: unknown) =>
+    badImage(local, resolved.url, err),
+  );
+  const notImage = notADiskImage(head);
+  if (notImage) await badImage(local, resolved.url, new UsageError(`${resolved.url} ${notImage}`));
+  if (custom.espFat32) await checkImageEspFat32(head);
 
   // 5. Per-target checks that need the image size; failures drop only that target.
   const reports = new Map(report.targets.map((r) => [r.path, r]));
@@ -337,6 +363,8 @@ async function flashImpl(
   reporter.info(
     `writing ${resolved.description} (${imageSize ? formatBytes(imageSize) : "size unknown"}) ${label}`,
   );
+  const writeStarted = Date.now();
+  const disarm = dests.map((d) => armForcedExitWipe(d, fileExisted.get(d.path) ?? true));
   const input = await openDecompressed(local.path, { signal });
   const written = await writeToAll(input.stream, dests, {
     digests: verify,
@@ -352,8 +380,11 @@ async function flashImpl(
   for (const r of written.results) {
     const rep = reports.get(r.path) as TargetReport;
     rep.bytesWritten = r.bytesWritten;
-    if (sourceError) failTarget(r.path, sourceError);
+    // A target's own error first: when every target failed, the decompressor was stopped
+    // on purpose and its exit says nothing about the image.
+    if (signal?.aborted) failTarget(r.path, sourceError);
     else if (!r.ok) failTarget(r.path, r.error);
+    else if (sourceError) failTarget(r.path, sourceError);
   }
   if (!sourceError && imageSize !== undefined && written.imageSize !== imageSize) {
     for (const d of dests)
@@ -366,7 +397,7 @@ async function flashImpl(
   if (okDests().length > 0) {
     reporter.phaseDone(
       "write",
-      `wrote ${formatBytes(written.imageSize)} ${label} in ${((Date.now() - started) / 1000).toFixed(1)}s`,
+      `wrote ${formatBytes(written.imageSize)} ${label} in ${((Date.now() - writeStarted) / 1000).toFixed(1)} s`,
     );
   }
 
@@ -422,6 +453,17 @@ async function flashImpl(
     reporter.warn(`${d.path} is incomplete and must not be booted: ${how}`);
   }
 
+  for (const off of disarm) off();
+  if (sourceError instanceof CorruptImageError) {
+    const found = await evictBadEntry(local.path);
+    if (found)
+      reporter.warn(
+        found === "changed-since-download"
+          ? `the cached copy of ${resolved.url} changed since it was downloaded; it was removed from the cache: run again to download it afresh`
+          : `the image ${resolved.url} is corrupt as the server sent it; it was removed from the cache`,
+      );
+  }
+
   // 10. --then-test: boot what was written (through a read-only overlay) with the same config.
   if (opts.thenTest) {
     for (const d of okDests()) {
@@ -457,12 +499,36 @@ function finish(report: FlashReport, started: number): FlashReport {
   return report;
 }
 
+/**
+ * The image is bad (not an image, or corrupt): one line saying so, and where it came from
+ * the cache, the entry is re-checked against its recorded sha256 and evicted.
+ */
+async function badImage(local: LocalArtifact, url: string, err: unknown): Promise<never> {
+  if (!(err instanceof CorruptImageError) && !(err instanceof UsageError)) throw err;
+  const found = await evictBadEntry(local.path);
+  if (found === undefined) throw err; // a local file: the error names it
+  const how =
+    found === "changed-since-download"
+      ? "the cached copy changed since it was downloaded (disk trouble?)"
+      : "it is what the server sent";
+  throw new ProvisionError(
+    `${err instanceof CorruptImageError ? `the image ${url} is corrupt: ${err.why}` : err.message}; ${how}; it was removed from the cache and nothing was written`,
+    {
+      exitCode: err instanceof UsageError ? EXIT.USAGE : EXIT.FAILED,
+      hint:
+        found === "changed-since-download"
+          ? "run again to download it afresh"
+          : "check the URL or the mirror; pass --sha256 to pin the image you expect",
+    },
+  );
+}
+
 /** Read the image's GPT from its first MiB (decompressed) and dry-run FAT32 on its ESP. */
-async function checkImageEspFat32(imagePath: string): Promise<void> {
+async function checkImageEspFat32(headBytes: Buffer): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "provision-head-"));
   try {
     const head = join(dir, "head.img");
-    await writeFile(head, await readImageHead(imagePath, 1 << 20));
+    await writeFile(head, headBytes);
     const gpt = await readGpt(head);
     const esp =
       gpt.partitions.find((p) => p.typeGuid === ESP_TYPE_GUID) ?? findPartition(gpt, ESP_NAME);
@@ -476,6 +542,33 @@ async function checkImageEspFat32(imagePath: string): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Until the target is written (or wiped after a failure), a forced exit (a second Ctrl-C,
+ * an internal error) must not leave a half-written target that looks bootable: remove a
+ * file we created, or zero its first MiB (MBR, primary GPT), synchronously. Returns the
+ * function that disarms it.
+ */
+function armForcedExitWipe(d: Destination, existed: boolean): () => void {
+  return onUrgentExit(() => {
+    try {
+      if (d.kind === "file" && !existed) {
+        unlinkSync(d.path);
+        return `removed the partial ${d.path}`;
+      }
+      const fd = openSync(d.path, "r+");
+      try {
+        writeSync(fd, Buffer.alloc(1 << 20), 0, 1 << 20, 0);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      return `zeroed the first MiB of ${d.path}: it cannot boot; flash it again`;
+    } catch (err) {
+      return `could not wipe ${d.path} (${describeError(err)}): it is half-written; do not boot it`;
+    }
+  });
 }
 
 /** Zero the first and last MiB (MBR, primary and backup GPT), or remove a file we created. */

@@ -6,7 +6,8 @@
  */
 import { open } from "node:fs/promises";
 import { dropPageCache } from "../disk/index.js";
-import { ProvisionError } from "../errors.js";
+import { describeError, errnoText, ProvisionError } from "../errors.js";
+import { formatBytes } from "../progress/index.js";
 import { BLOCK_SIZE, blockDigest, nonZeroRuns } from "./blocks.js";
 
 export class VerifyMismatchError extends ProvisionError {
@@ -39,7 +40,15 @@ export async function verifyTarget(
       const buf = bufs[i % 2] as Buffer;
       let got = 0;
       while (got < len) {
-        const { bytesRead } = await fh.read(buf, got, len - got, at + got);
+        let bytesRead: number;
+        try {
+          ({ bytesRead } = await fh.read(buf, got, len - got, at + got));
+        } catch (err) {
+          throw new ProvisionError(
+            `verify failed: reading ${path} back failed at ${formatBytes(at + got)}: ${errnoText(err) ?? describeError(err)}`,
+            { hint: "the disk or card reader failed or was removed; try another card or reader" },
+          );
+        }
         if (bytesRead === 0) break;
         got += bytesRead;
       }
@@ -52,6 +61,7 @@ export async function verifyTarget(
       const { buf, len, got } = await (next as ReturnType<typeof readBlock>);
       // Read the next block while this one is digested.
       next = i + 1 < count ? readBlock(i + 1) : undefined;
+      next?.catch(() => {}); // awaited in the next round; not unhandled if this one throws
       if (got !== len) {
         throw new ProvisionError(
           `verify failed: ${path} ended at byte ${i * BLOCK_SIZE + got}, before the end of the image`,

@@ -7,7 +7,8 @@
 import { constants } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
 import type { Readable } from "node:stream";
-import { describeError, ProvisionError } from "../errors.js";
+import { describeError, errnoText, ProvisionError, RefusedError } from "../errors.js";
+import { formatBytes } from "../progress/index.js";
 import { BLOCK_SIZE, blockDigest, nonZeroRuns } from "./blocks.js";
 
 export interface Destination {
@@ -51,6 +52,40 @@ async function openDestination(d: Destination): Promise<FileHandle> {
   return await open(d.path, "w", 0o644);
 }
 
+/** A positioned write of all `len` bytes: a short write is continued (and its error seen). */
+async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number) {
+  let done = 0;
+  while (done < len) {
+    const { bytesWritten } = await fh.write(buf, off + done, len - done, pos + done);
+    if (bytesWritten <= 0)
+      throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+    done += bytesWritten;
+  }
+}
+
+/**
+ * A failed write or sync on a target, as one line naming the target, where and the errno: a
+ * full file system, an I/O error, a device that went away. Never blamed on the image.
+ */
+function targetError(d: Destination, err: unknown, at: number): unknown {
+  if (err instanceof ProvisionError) return err;
+  const code = (err as NodeJS.ErrnoException).code;
+  const what = errnoText(err) ?? describeError(err);
+  if (code === "ENOSPC" || code === "EFBIG" || code === "EDQUOT")
+    return new RefusedError(
+      `${d.path}: ${what} after ${formatBytes(at)}; the image does not fit there`,
+      d.kind === "file"
+        ? "write the image file to a file system with more room"
+        : "use a bigger disk",
+    );
+  return new ProvisionError(`writing ${d.path} failed at ${formatBytes(at)}: ${what}`, {
+    hint:
+      code === "EIO" || code === "ENXIO" || code === "ENODEV"
+        ? "the disk or card reader failed or was removed; try another card or reader"
+        : undefined,
+  });
+}
+
 export async function writeToAll(
   source: Readable,
   dests: Destination[],
@@ -80,11 +115,19 @@ export async function writeToAll(
         const code = (err as NodeJS.ErrnoException).code;
         fail(
           s,
-          new ProvisionError(
-            code === "EBUSY"
-              ? `${s.dest.path} is in use (mounted or held by another program); nothing was written`
-              : `cannot open ${s.dest.path} for writing: ${describeError(err)}`,
-          ),
+          code === "EBUSY"
+            ? new RefusedError(
+                `${s.dest.path} is in use (mounted or held by another program); nothing was written`,
+              )
+            : new ProvisionError(
+                `cannot open ${s.dest.path} for writing: ${errnoText(err) ?? describeError(err)}`,
+                {
+                  hint:
+                    code === "EPERM" && s.dest.kind === "file"
+                      ? `is it immutable? \`lsattr ${s.dest.path}\` shows an i; \`chattr -i\` clears it`
+                      : undefined,
+                },
+              ),
         );
       }
     }),
@@ -105,22 +148,23 @@ export async function writeToAll(
       const fh = s.fh as FileHandle;
       try {
         if (s.dest.capacity !== undefined && at + len > s.dest.capacity) {
-          throw new ProvisionError(
-            `the image is bigger than ${s.dest.path} (${s.dest.capacity} bytes); it does not fit`,
+          throw new RefusedError(
+            `the image is bigger than ${s.dest.path} (${formatBytes(s.dest.capacity)}); it does not fit`,
+            "use a bigger disk",
           );
         }
         if (s.dest.sparse) {
           for (const [a, b] of runs) {
             s.result.touched = true;
-            await fh.write(buf, a, b - a, at + a);
+            await writeFully(fh, buf, a, b - a, at + a);
           }
         } else {
           s.result.touched = true;
-          await fh.write(buf, 0, len, at);
+          await writeFully(fh, buf, 0, len, at);
         }
         s.result.bytesWritten = at + len;
       } catch (err) {
-        fail(s, err);
+        fail(s, targetError(s.dest, err, at));
       }
     });
     return Promise.all(writes).then(() => buf);
@@ -170,7 +214,7 @@ export async function writeToAll(
         if (s.dest.kind === "file") await s.fh?.truncate(position);
         await s.fh?.sync();
       } catch (err) {
-        fail(s, err);
+        fail(s, targetError(s.dest, err, position));
       }
     }),
   );

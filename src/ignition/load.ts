@@ -6,13 +6,18 @@
  *  2. the text is JSON (`origin:line:col: what`);
  *  3. `ignition.version` is a spec Fedora CoreOS / Flatcar accept (3.0.0 … 3.5.0);
  *  4. the shapes of the sections we and common tools read (`$.storage.files[2].path ...`);
- *  5. `ignition-validate`, when installed, for everything else (relative paths, duplicates…).
+ *  5. the Ignition spec rules for files, directories, links, units, users, filesystems and
+ *     kernel arguments, for every spec version (spec.ts; all problems in one error);
+ *  6. `ignition-validate`, when installed and it knows the spec version, for everything else.
+ *     When it is skipped (missing, or older than the config's spec), one warning says so.
  */
 import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describeError, InterruptedError, UsageError } from "../errors.js";
 import { hasProgram, run } from "../exec/index.js";
+import { getBytes } from "../http/index.js";
+import { checkSpec, isObject, typeName } from "./spec.js";
 
 export interface IgnitionConfig {
   /** The exact text the user gave (after butane, if it was a Butane config). */
@@ -99,6 +104,7 @@ async function check(
   const json = parseJson(text, where);
   const version = checkVersion(json, where, opts.allowExperimental ?? false);
   checkShapes(json, where);
+  checkSpec(json, where, version);
   const warnings = await runIgnitionValidate(text, where, version, !fromButane, opts.signal);
   return { text, json, version, origin, warnings };
 }
@@ -126,32 +132,32 @@ async function fetchConfig(url: string, signal?: AbortSignal): Promise<Buffer> {
     throw new UsageError(`${url} is not a valid URL`);
   }
   if (parsed.protocol === "file:") return readConfigFile(fileURLToPath(parsed));
-  if (!["http:", "https:", "data:"].includes(parsed.protocol)) {
+  if (parsed.protocol === "data:") return dataUrlBytes(url);
+  if (!["http:", "https:"].includes(parsed.protocol)) {
     throw new UsageError(
       `${url}: unsupported URL scheme ${parsed.protocol} (use http, https or a local file)`,
     );
   }
-  let res: Response;
   try {
-    res = await fetch(url, { signal, redirect: "follow" });
+    return await getBytes(url, { signal, maxBytes: 16 << 20 });
   } catch (err) {
     if (signal?.aborted) throw new InterruptedError();
-    const cause = (err as { cause?: unknown }).cause;
-    throw new UsageError(
-      `${url}: cannot fetch the Ignition config: ${describeError(cause ?? err)}`,
-    );
+    throw new UsageError(`cannot fetch the Ignition config: ${describeError(err)}`);
   }
-  if (!res.ok) {
-    await res.body?.cancel().catch(() => {});
-    throw new UsageError(
-      `${url}: cannot fetch the Ignition config: HTTP ${res.status} ${res.statusText}`.trimEnd(),
-    );
-  }
+}
+
+/** The bytes of a data: URL (RFC 2397), as Ignition reads them. */
+function dataUrlBytes(url: string): Buffer {
+  const m = /^data:([^,]*),(.*)$/s.exec(url);
+  if (!m) throw new UsageError(`${url.slice(0, 40)}…: not a valid data: URL`);
+  const meta = m[1] ?? "";
+  const data = m[2] ?? "";
   try {
-    return Buffer.from(await res.arrayBuffer());
-  } catch (err) {
-    if (signal?.aborted) throw new InterruptedError();
-    throw new UsageError(`${url}: reading the Ignition config failed: ${describeError(err)}`);
+    return /;base64$/i.test(meta)
+      ? Buffer.from(decodeURIComponent(data), "base64")
+      : Buffer.from(decodeURIComponent(data), "utf8");
+  } catch {
+    throw new UsageError("the data: URL is not validly percent-encoded");
   }
 }
 
@@ -503,24 +509,16 @@ function shapeProblem(v: unknown, s: Shape, path: string): string | undefined {
   return undefined;
 }
 
-export function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function typeName(v: unknown): string {
-  if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
-  if (typeof v === "object") return "an object";
-  return `a ${typeof v}`;
-}
+export { isObject };
 
 // ---------------------------------------------------------------------------------------------
 // ignition-validate
 
 /**
  * Run ignition-validate (if installed) on the text. Errors become one UsageError line; its
- * warnings are returned. An installed validator older than the config's spec version (Debian
- * bookworm's 2.14 knows 3.0.0–3.3.0) cannot judge it: that is a warning, not an error.
+ * warnings are returned. A missing validator, or one older than the config's spec version
+ * (Debian bookworm's 2.14 knows 3.0.0–3.3.0), cannot judge it: one warning line says that the
+ * full check was skipped and that our own spec checks (spec.ts, run before this) passed.
  */
 async function runIgnitionValidate(
   text: string,
@@ -529,7 +527,8 @@ async function runIgnitionValidate(
   withLineCol: boolean,
   signal?: AbortSignal,
 ): Promise<string[]> {
-  if (!(await hasProgram("ignition-validate"))) return [];
+  if (!(await hasProgram("ignition-validate")))
+    return [`${origin}: ignition-validate is not installed, so ${SKIPPED}`];
   const r = await run("ignition-validate", ["-"], { input: text, allowFailure: true, signal });
   const lines = `${r.stdout}\n${r.stderr}`
     .split("\n")
@@ -544,11 +543,9 @@ async function runIgnitionValidate(
   if (r.exitCode === 0) return warnings;
   if (errors.length === 0 && lines.some((l) => /unsupported config version/.test(l))) {
     const vr = await run("ignition-validate", ["-version"], { allowFailure: true, signal });
-    const which = vr.stdout.trim() || "the installed ignition-validate";
-    return [
-      ...warnings,
-      `${origin}: ${which} does not know spec ${version}; its checks were skipped`,
-    ];
+    const which = vr.stdout.trim();
+    const validator = which ? `ignition-validate (${which})` : "the installed ignition-validate";
+    return [...warnings, `${origin}: ${validator} does not know spec ${version}, so ${SKIPPED}`];
   }
   const first =
     errors[0] ??
@@ -561,6 +558,9 @@ async function runIgnitionValidate(
     rest.length > 0 ? rest.join("; ") : undefined,
   );
 }
+
+const SKIPPED =
+  "Ignition's full check was skipped; provision's own spec checks (files, directories, links, units, users, filesystems, kernel arguments) passed";
 
 /** `error at $.storage.files.2.path, line 1 col 89: path not absolute` → `origin:1:89: $.storage.files[2].path: path not absolute`. */
 function formatValidatorLine(line: string, origin: string, withLineCol: boolean): string {
