@@ -235,12 +235,12 @@ export async function downloadResumable(
       if (!isNetworkError(e)) throw e;
       if (attempt >= MAX_ATTEMPTS) {
         throw new ProvisionError(
-          `download of ${url} failed after ${attempt} attempts: ${describeError(e)}`,
+          `download of ${url} failed after ${attempt} attempts: ${describeError(e).replace(`${url}: `, "")}`,
           { hint: "run the same command again to resume where it stopped" },
         );
       }
       opts.onRetry?.(
-        `download interrupted at ${formatBytes(have)} (${describeError(e)}); resuming`,
+        `download interrupted at ${formatBytes(have)} (${describeError(e).replace(`${url}: `, "")}); resuming`,
       );
       await sleep(Math.min(500 * attempt, 3000), undefined, { signal: opts.signal }).catch(() => {
         throw new InterruptedError();

@@ -435,16 +435,11 @@ export async function fetchMetadata(
   } catch (err) {
     if (cached && isNetworkError(err)) {
       reporter.warn(
-        `could not reach ${new URL(url).host} (${describeError(err)}); using the copy of ${url} cached ${formatAge(ageSeconds)} ago`,
+        `could not reach ${new URL(url).host} (${describeError(err).replace(`${url}: `, "")}); using the copy of ${url} cached ${formatAge(ageSeconds)} ago`,
       );
       return cached.body;
     }
-    if (isNetworkError(err)) {
-      throw new ProvisionError(`could not reach ${new URL(url).host}: ${describeError(err)}`, {
-        hint: "check the network, or pass --image-url with a local file",
-      });
-    }
-    throw err;
+    throw err; // src/http's errors already name the host and the fix
   }
 }
 

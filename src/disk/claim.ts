@@ -2,27 +2,32 @@
  * Claiming write targets before anything is written: the same target given twice under
  * two names (a symlink, `./x.img` and `x.img`, /dev/loop3 and a by-id link) is refused, and
  * each target is locked against a second provision process writing it at the same time.
- * Identity is the device number for block devices, device and inode for existing files and
- * the resolved path for files not created yet.
+ * Identity is the device number for block devices and the resolved path for files.
  */
 import { chmod, mkdir, realpath, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import { RefusedError, UsageError } from "../errors.js";
 import { tryLock } from "../lock.js";
-import { fileKey, majMin } from "./sys.js";
+import { majMin } from "./sys.js";
 
 async function identity(given: string): Promise<string> {
   const st = await stat(given, { bigint: true }).catch(() => undefined);
   if (st?.isBlockDevice()) return `block:${majMin(st.rdev)}`;
-  if (st) return fileKey(st);
-  const dir = await realpath(dirname(resolve(given))).catch(() => dirname(resolve(given)));
-  return `path:${join(dir, basename(given))}`;
+  // A file by its resolved path, whether it exists yet or not (it does once the first
+  // writer created it), so every process computes the same key.
+  const real = await realpath(given).catch(async () => {
+    const dir = await realpath(dirname(resolve(given))).catch(() => dirname(resolve(given)));
+    return join(dir, basename(given));
+  });
+  return `path:${real}`;
 }
 
-/** Directory of target locks, shared by every user's provision processes. */
+/**
+ * Directory of target locks: one fixed place for every provision process whatever its
+ * TMPDIR, so two of them with different environments still see each other.
+ */
 function lockDir(): string {
-  return join(tmpdir(), "provision-target-locks");
+  return "/tmp/provision-target-locks";
 }
 
 /**

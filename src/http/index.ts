@@ -225,7 +225,7 @@ const CODE_TEXT: Record<string, string> = {
   UND_ERR_SOCKET: "the server closed the connection",
   UND_ERR_CLOSED: "the connection was closed",
   UND_ERR_CONNECT_TIMEOUT: "connecting timed out",
-  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: "the body does not match its Content-Length",
+  UND_ERR_RES_CONTENT_LENGTH_MISMATCH: "the connection closed before the whole body came",
   HPE_INVALID_CONSTANT: "the answer is not HTTP",
 };
 
@@ -272,7 +272,7 @@ export function networkError(url: string, err: unknown, timeoutMs = defaultTimeo
   if (code && isNetworkError(err))
     return new NetworkError(
       `${url}: ${CODE_TEXT[code] ?? describeError(err)}`,
-      "check the network and the URL, then run again",
+      "check the network and the URL, then run again (or use --image-url with a local file)",
     );
   return err;
 }

@@ -216,7 +216,9 @@ describe("flash from an FCOS stream into an image file", () => {
       cacheHome: await newCache(),
     });
     expect(r2.code).toBe(1);
-    expect(r2.stderr).toMatch(/^provision: could not reach 127\.0\.0\.1:\d+: /m);
+    expect(r2.stderr).toMatch(
+      /^provision: http:\/\/127\.0\.0\.1:\d+\/streams\/stable\.json: connection refused$/m,
+    );
   });
 });
 
