@@ -7,7 +7,7 @@ import { Command, Option } from "commander";
 import type { Board } from "./board/index.js";
 import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
-import { EXIT, ProvisionError, reportError } from "./errors.js";
+import { EXIT, ProvisionError, reportError, UsageError } from "./errors.js";
 import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
 import { registerPxeStick } from "./ipxe/cli.js";
 import {
@@ -35,7 +35,7 @@ import { QEMU_EXIT } from "./qemu/index.js";
 import type { Arch, OsName } from "./source/index.js";
 import {
   addImageSourceOptions,
-  applyNetTimeout,
+  applySourceOptions,
   collect,
   imageSourceFrom,
 } from "./source/options.js";
@@ -276,7 +276,7 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
     });
 
   registerQemuTest(program);
-  applyNetTimeout(program);
+  applySourceOptions(program);
   registerPxeStick(program, { version: VERSION, makeReporter, interruptSignal });
 
   const cache = program
@@ -299,13 +299,23 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
         );
       }
     });
-  cache
-    .command("prune")
+  const prune = cache.command("prune");
+  prune
     .description("remove cached images not used for --older-than days, and partial downloads")
     .option("--older-than <days>", "age in days", "30")
     .option("--all", "remove everything")
-    .action(async (o: { olderThan: string; all?: boolean }) => {
-      const removed = await pruneCache({ all: o.all, olderThanDays: Number(o.olderThan) });
+    .option("--json", "machine-readable output")
+    .action(async (o: { olderThan: string; all?: boolean; json?: boolean }) => {
+      const days = Number(o.olderThan);
+      if (o.olderThan.trim() === "" || !Number.isFinite(days) || days < 0)
+        throw new UsageError(`--older-than must be a number of days, got "${o.olderThan}"`);
+      if (o.all && prune.getOptionValueSource("olderThan") === "cli")
+        throw new UsageError("--all and --older-than cannot go together: --all removes everything");
+      const removed = await pruneCache({ all: o.all, olderThanDays: days });
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify({ removed }, null, 2)}\n`);
+        return;
+      }
       process.stdout.write(
         `removed ${removed.length} entr${removed.length === 1 ? "y" : "ies"} (${formatBytes(removed.reduce((a, e) => a + e.size, 0))})\n`,
       );

@@ -52,6 +52,8 @@ export const QEMU_EXIT = {
   TIMEOUT: 2,
   /** Missing qemu/firmware, bad input, invalid Ignition config: the guest never ran. */
   NOT_STARTED: 3,
+  /** Stopped by a signal before a verdict (143 for SIGTERM, 129 for SIGHUP: src/lifecycle). */
+  INTERRUPTED: 130,
 } as const;
 
 export const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
@@ -196,7 +198,13 @@ export async function bootTest(opts: BootOptions): Promise<BootResult> {
   }
   result.consoleTail = run.watcher?.tail() ?? [];
   result.seconds = (Date.now() - started) / 1000;
-  if (opts.junit && !interrupted && !result.reason.startsWith("--junit")) {
+  if (interrupted) {
+    // CI still gets a report: the run was stopped before a verdict.
+    result.verdict = "error";
+    result.exitCode = QEMU_EXIT.INTERRUPTED;
+    result.reason = `interrupted after ${result.seconds.toFixed(0)}s, before a verdict`;
+  }
+  if (opts.junit && !result.reason.startsWith("--junit")) {
     try {
       await writeFile(opts.junit, junitXml(result, run.watcher?.text() ?? "", { name: opts.name }));
       result.junit = opts.junit;

@@ -158,8 +158,9 @@ export class ConsoleWatcher {
     const line = cleanLine(raw);
     if (complete) this.keep(`${line}\n`);
     if (line.trim() === "") return;
-    this.lastLine = line;
     if (complete) {
+      // Only whole lines: a verdict's "last console line" is never cut mid-word.
+      this.lastLine = line;
       this.tailLines.push(line);
       if (this.tailLines.length > TAIL_LINES * 2) this.tailLines.splice(0, TAIL_LINES);
     }

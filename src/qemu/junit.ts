@@ -66,7 +66,7 @@ export function junitXml(
     );
   } else if (r.verdict === "error") {
     lines.push(
-      `      <error type="could-not-start" message="${a(r.reason)}">${a(r.hint ?? "")}</error>`,
+      `      <error type="${r.exitCode === 130 ? "interrupted" : "could-not-start"}" message="${a(r.reason)}">${a(r.hint ?? "")}</error>`,
     );
   }
   lines.push(`      <system-out>${cdata(consoleText)}</system-out>`);

@@ -7,7 +7,7 @@
 import { Command } from "commander";
 import { EXIT, reportError } from "../errors.js";
 import { finalExitCode, installLastResort, runUrgentCleanups } from "../lifecycle.js";
-import { applyNetTimeout } from "../source/options.js";
+import { applySourceOptions } from "../source/options.js";
 import { QEMU_EXIT } from "./boot.js";
 import { registerQemuTest } from "./cli.js";
 
@@ -19,7 +19,7 @@ export async function main(argv: string[]): Promise<number> {
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   registerQemuTest(program);
-  applyNetTimeout(program);
+  applySourceOptions(program);
   try {
     await program.parseAsync(argv);
     return finalExitCode(typeof process.exitCode === "number" ? process.exitCode : EXIT.OK);

@@ -64,12 +64,59 @@ export function imageSourceFrom(o: Record<string, unknown>): ImageSourceOptions 
   };
 }
 
+const FLAG: Record<string, string> = {
+  stream: "--stream",
+  channel: "--channel",
+  release: "--release",
+  streamBaseUrl: "--stream-base-url",
+  flatcarBaseUrl: "--flatcar-base-url",
+  imageUrl: "--image-url",
+  sha256: "--sha256",
+};
+
 /**
- * For a program whose commands take --net-timeout: apply it before the action runs (the
- * HTTP module is loaded only when the value is not the default).
+ * Flags of the image source that cannot go together are an error naming both, never
+ * silently ignored: a Flatcar run given an FCOS stream, an --image-url given a stream, a
+ * --sha256 pin with stream metadata (the metadata's own checksum would win).
  */
-export function applyNetTimeout(program: Command): void {
+export function checkSourceFlags(cmd: Command): void {
+  const given = (k: string) => cmd.getOptionValueSource(k) === "cli";
+  const has = (k: string) => cmd.options.some((o) => o.attributeName() === k);
+  const clash = (a: string, b: string, why: string) =>
+    cmd.error(`error: ${a} and ${b} cannot go together: ${why}`, {
+      code: "commander.conflictingOption",
+    });
+  const os = cmd.opts().os as string | undefined;
+  const osGiven = given("os") ? `--os ${os}` : `--os ${os} (the default)`;
+  if (has("imageUrl") && given("imageUrl")) {
+    for (const k of ["stream", "channel", "release", "streamBaseUrl", "flatcarBaseUrl"])
+      if (given(k)) clash("--image-url", FLAG[k] as string, "the URL is the image; drop one");
+  }
+  if (has("sha256") && given("sha256") && !given("imageUrl"))
+    clash(
+      "--sha256",
+      os === "flatcar" ? "--channel/--release" : "--stream",
+      "--sha256 pins an --image-url; stream and channel images are checked against their own published checksum and signature",
+    );
+  if (os === "flatcar") {
+    for (const k of ["stream", "streamBaseUrl"])
+      if (given(k))
+        clash(osGiven, FLAG[k] as string, "Flatcar has channels: use --channel and --release");
+  } else if (os === "fcos") {
+    for (const k of ["channel", "release", "flatcarBaseUrl"])
+      if (given(k))
+        clash(osGiven, FLAG[k] as string, "FCOS has streams: use --stream (or pass --os flatcar)");
+  }
+}
+
+/**
+ * For a program whose commands take the release flags: check them (checkSourceFlags) and
+ * apply --net-timeout before the action runs (the HTTP module is loaded only when the value
+ * is not the default).
+ */
+export function applySourceOptions(program: Command): void {
   program.hook("preAction", async (_root, cmd) => {
+    if (cmd.options.some((o) => o.attributeName() === "stream")) checkSourceFlags(cmd);
     const ms = durationOption(cmd.opts().netTimeout, "--net-timeout");
     if (ms !== undefined && ms !== 30_000) (await import("../http/index.js")).setNetTimeout(ms);
   });
