@@ -553,6 +553,31 @@ describe("output and exit paths", () => {
     expect(bare.stderr).toMatch(/Usage: provision/);
   });
 
+  it("flags that cannot go together are an error naming both, exit 2, nothing written", async () => {
+    const out = join(work, "conflict.img");
+    for (const [args, a, b] of [
+      [["--os", "flatcar", "--stream", "next"], "--os flatcar", "--stream"],
+      [["--channel", "beta"], "--os fcos (the default)", "--channel"],
+      [["--image-url", fixture("fcos.img.xz"), "--stream", "next"], "--image-url", "--stream"],
+      [["--sha256", xzSha()], "--sha256", "--stream"],
+      [["--os", "flatcar", "--sha256", xzSha()], "--sha256", "--channel/--release"],
+    ] as const) {
+      const r = await cli(["flash", out, ...args]);
+      expect(r.code).toBe(2);
+      expect(r.stderr.split("\n")[0]).toBe(
+        `error: ${a} and ${b} cannot go together: ${r.stderr.split(": ").slice(2).join(": ").split("\n")[0]}`,
+      );
+      expectClean(r.stderr);
+    }
+    const q = await cli(["qemu-test", "--os", "flatcar", "--stream", "next"]);
+    expect(q.code).toBe(3); // qemu-test's "could not start"
+    expect(q.stderr).toMatch(/^error: --os flatcar and --stream cannot go together/);
+    const p = await cli(["cache", "prune", "--older-than", "abc"]);
+    expect(p.code).toBe(2);
+    expect(p.stderr.trim()).toBe('provision: --older-than must be a number of days, got "abc"');
+    expect(await exists(out)).toBe(false);
+  });
+
   it("the last-resort handler: an uncaught error runs the urgent cleanups, prints one line, exits 70", async () => {
     const script = `
       const { installLastResort, onUrgentExit } = await import(${JSON.stringify(join(repoRoot, "dist", "lifecycle.js"))});
