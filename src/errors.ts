@@ -78,6 +78,17 @@ const ERRNO_TEXT: Record<string, string> = {
   EFBIG: "file too big",
 };
 
+/**
+ * The hint for a permission error: "run with sudo" only when we are not root already; as
+ * root the cause is elsewhere (a write-protect switch, a read-only or immutable file).
+ */
+export function permissionHint(doing: string): string {
+  const root = typeof process.getuid === "function" && process.getuid() === 0;
+  return root
+    ? `${doing} was refused although provision runs as root: is it write-protected, read-only or immutable (lsattr)?`
+    : `${doing} needs root: run with sudo`;
+}
+
 /** "no space left on the device (ENOSPC)" for an errno error; undefined for other errors. */
 export function errnoText(err: unknown): string | undefined {
   const code = (err as NodeJS.ErrnoException)?.code;
@@ -112,4 +123,34 @@ export function reportError(err: unknown, cleanupsDone: string[] = []): number {
   process.stderr.write(`provision: internal error: ${msg}${done}; report it with --debug\n`);
   if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
   return EXIT.INTERNAL;
+}
+
+/**
+ * The failure as one JSON document for --json output on stdout (stderr still gets the line
+ * from reportError): `{"error": {"message", "hint"?, "exitCode"}}`. The message and the
+ * exit code are the ones reportError prints and returns; `mapExitCode` maps that code as the
+ * CLI does before exiting (lifecycle's finalExitCode: an interruption by SIGTERM is 143).
+ */
+export function jsonError(err: unknown, mapExitCode: (code: number) => number = (c) => c): string {
+  let message: string;
+  let hint: string | undefined;
+  let exitCode: number;
+  const fsErr = err as NodeJS.ErrnoException;
+  if (err instanceof ProvisionError) {
+    message = err.message;
+    hint = err.hint;
+    exitCode = err.exitCode;
+  } else if ((err as Error)?.name === "AbortError" || (err as Error)?.message === "interrupted") {
+    message = "interrupted";
+    exitCode = EXIT.INTERRUPTED;
+  } else if (errnoText(err) && fsErr.path) {
+    message = `${fsErr.path}: ${errnoText(err)}`;
+    exitCode = EXIT.FAILED;
+  } else {
+    const msg = ((err as Error)?.message ?? String(err)).split("\n")[0];
+    message = `internal error: ${msg}; report it with --debug`;
+    exitCode = EXIT.INTERNAL;
+  }
+  const error = { message, ...(hint ? { hint } : {}), exitCode: mapExitCode(exitCode) };
+  return `${JSON.stringify({ error }, null, 2)}\n`;
 }

@@ -4,7 +4,7 @@
  * (this machine's kernel has no partition-table parsers and there is no udev).
  */
 import { stat } from "node:fs/promises";
-import { ProvisionError, UsageError } from "../errors.js";
+import { permissionHint, ProvisionError, UsageError } from "../errors.js";
 import { lastLine, run } from "../exec/index.js";
 import { findPartition, type GptPartition, readGpt } from "../gpt/index.js";
 
@@ -87,7 +87,7 @@ export function mtoolsError(what: string, output: string): ProvisionError {
   const last = lines[lines.length - 1] ?? "failed";
   const denied = /permission denied|operation not permitted/i.test(output);
   return new ProvisionError(`${what}: ${last}`, {
-    hint: denied ? "writing to a disk needs root: run with sudo" : undefined,
+    hint: denied ? permissionHint("writing to the disk") : undefined,
   });
 }
 

@@ -16,6 +16,7 @@ export async function main(argv: string[]): Promise<number> {
   if (argv.includes("--debug")) process.env.PROVISION_DEBUG = "1";
   const program = new Command()
     .name("provision")
+    .option("--debug", "on an internal error, also print its stack trace")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
   registerQemuTest(program);
