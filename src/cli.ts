@@ -7,7 +7,14 @@ import { Command, Option } from "commander";
 import type { Board } from "./board/index.js";
 import { listCache, pruneCache } from "./cache/index.js";
 import { pickDisk } from "./disk/index.js";
-import { EXIT, ProvisionError, reportError, UsageError } from "./errors.js";
+import {
+  EXIT,
+  jsonError,
+  jsonRequested,
+  ProvisionError,
+  reportError,
+  UsageError,
+} from "./errors.js";
 import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
 import { registerPxeStick } from "./ipxe/cli.js";
 import {
@@ -66,7 +73,21 @@ function interruptSignal(reporter: Reporter): AbortSignal {
 function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean, quiet: boolean) {
   reporter.stop();
   if (json) {
-    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    // A failed run carries its first failure as `error`, like every --json failure.
+    const bad = report.targets.find((t) => !t.ok);
+    const code = exitCodeOf(report);
+    const error =
+      code === EXIT.OK
+        ? undefined
+        : {
+            message: bad ? `${bad.path}: ${bad.error}` : "a target did not boot (--then-test)",
+            exitCode: finalExitCode(code),
+          };
+    process.stdout.write(
+      `${JSON.stringify({ ...report, ...(error ? { error } : {}) }, null, 2)}\n`,
+    );
+    // stderr keeps its one line per failed target.
+    for (const t of report.targets) if (!t.ok) process.stderr.write(`✖ ${t.path}: ${t.error}\n`);
     return;
   }
   if (report.plan) {
@@ -121,8 +142,27 @@ function thenTestOptions(o: Record<string, unknown>): ThenTestOptions | undefine
   }
 }
 
-function buildProgram(): Command {
+function buildProgram(argv: string[]): Command {
   const program = new Command();
+  // With --json, a parser error (a bad value, an unknown flag, flags that cannot go
+  // together) is a JSON document on stdout too. Set before the commands: they inherit it.
+  program.configureOutput({
+    outputError: (str, write) => {
+      write(str);
+      if (jsonRequested(argv))
+        process.stdout.write(
+          jsonError(
+            new UsageError(
+              str
+                .trim()
+                .split("\n")[0]
+                ?.replace(/^error: /, "") ?? "",
+            ),
+            () => (isQemuTestArgv(argv) ? QEMU_EXIT.NOT_STARTED : EXIT.USAGE),
+          ),
+        );
+    },
+  });
   program
     .name("provision")
     .description(
@@ -338,7 +378,11 @@ are listed), 2 no GPT or a damaged one, or bad input.`,
     )
     .action(async (target: string, o: { partition?: string; json?: boolean }) => {
       const r = await showMbr(target, { partition: o.partition });
-      if (o.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      const error = r.problems.length
+        ? { message: r.problems[0], exitCode: EXIT.FAILED }
+        : undefined;
+      if (o.json)
+        process.stdout.write(`${JSON.stringify({ ...r, ...(error ? { error } : {}) }, null, 2)}\n`);
       else
         for (const l of formatTables(r, { partition: o.partition })) process.stdout.write(`${l}\n`);
       process.exitCode = r.problems.length === 0 ? EXIT.OK : EXIT.FAILED;
@@ -351,6 +395,7 @@ are listed), 2 no GPT or a damaged one, or bad input.`,
     .argument("<target>", "whole disk (/dev/sdX, /dev/mmcblkN, /dev/loopN) or image file")
     .option("--partition <name>", "GPT partition for slot 1 (default: EFI-SYSTEM)")
     .option("-y, --yes", "do not ask for confirmation before writing a disk")
+    .option("--json", "machine-readable output")
     .addHelpText(
       "after",
       `
@@ -361,12 +406,20 @@ only bytes 446-511 of sector 0, and nothing when they are already right.
 Exit codes: 0 written (or already correct), 1 failed, 2 no GPT / no such partition,
 3 refused (system disk, mounted, not confirmed), 4 a required program is missing.`,
     )
-    .action(async (target: string, o: { partition?: string; yes?: boolean }) => {
+    .action(async (target: string, o: { partition?: string; yes?: boolean; json?: boolean }) => {
       const r = await fixMbr(target, {
         partition: o.partition,
         yes: Boolean(o.yes),
         isTTY: Boolean(process.stdin.isTTY && process.stderr.isTTY),
       });
+      process.exitCode = r.problems.length === 0 ? EXIT.OK : EXIT.FAILED;
+      if (o.json) {
+        const error = r.problems.length
+          ? { message: r.problems[0], exitCode: EXIT.FAILED }
+          : undefined;
+        process.stdout.write(`${JSON.stringify({ ...r, ...(error ? { error } : {}) }, null, 2)}\n`);
+        return;
+      }
       for (const l of formatTables(r, { partition: o.partition })) process.stdout.write(`${l}\n`);
       process.stderr.write(
         r.written
@@ -398,7 +451,7 @@ for configs managed elsewhere (add it to ignition.config.merge, or merge the But
 export async function main(argv: string[]): Promise<number> {
   installLastResort();
   if (argv.includes("--debug")) process.env.PROVISION_DEBUG = "1";
-  const program = buildProgram();
+  const program = buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return finalExitCode(typeof process.exitCode === "number" ? process.exitCode : EXIT.OK);
@@ -416,6 +469,8 @@ export async function main(argv: string[]): Promise<number> {
       // qemu-test: 2 means "timed out"; bad flags are "could not start".
       return isQemuTestArgv(argv) ? QEMU_EXIT.NOT_STARTED : EXIT.USAGE;
     }
-    return finalExitCode(reportError(err, runUrgentCleanups()));
+    const cleaned = runUrgentCleanups();
+    if (jsonRequested(argv)) process.stdout.write(jsonError(err, finalExitCode));
+    return finalExitCode(reportError(err, cleaned));
   }
 }

@@ -154,3 +154,9 @@ export function jsonError(err: unknown, mapExitCode: (code: number) => number = 
   const error = { message, ...(hint ? { hint } : {}), exitCode: mapExitCode(exitCode) };
   return `${JSON.stringify({ error }, null, 2)}\n`;
 }
+
+/** --json was asked for on the command line (also when the parser stopped before it). */
+export function jsonRequested(argv: readonly string[]): boolean {
+  const end = argv.indexOf("--");
+  return (end === -1 ? argv : argv.slice(0, end)).includes("--json");
+}

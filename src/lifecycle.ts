@@ -33,10 +33,13 @@ export function onUrgentExit(fn: UrgentCleanup): () => void {
   };
 }
 
-/** Run (once each) every registered cleanup; returns what they did. */
+/**
+ * Run (once each) every registered cleanup, newest first (a child started while writing is
+ * killed before the target it writes is wiped); returns what they did.
+ */
 export function runUrgentCleanups(): string[] {
   const done: string[] = [];
-  for (const fn of [...cleanups]) {
+  for (const fn of [...cleanups].reverse()) {
     cleanups.delete(fn);
     try {
       const what = fn();

@@ -13,11 +13,13 @@
  *  - the e2fsprogs unix I/O manager splits the device name at the first '?', so a path that
  *    contains one cannot be used.
  */
+import { rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProvisionError } from "../errors.js";
 import { run } from "../exec/index.js";
+import { onUrgentExit } from "../lifecycle.js";
 
 /** A filesystem at a byte offset in a disk or image. */
 export interface ExtLocation {
@@ -51,10 +53,15 @@ function errorLines(stderr: string): string[] {
 /** A temp directory removed after `fn`, whatever happens. */
 export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "provision-ext4-"));
+  const off = onUrgentExit(() => {
+    rmSync(dir, { recursive: true, force: true });
+    return undefined;
+  });
   try {
     return await fn(dir);
   } finally {
     await rm(dir, { recursive: true, force: true });
+    off();
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import { access, constants, readFile } from "node:fs/promises";
 import { fetchArtifact } from "../cache/index.js";
-import { EXIT, ProvisionError, UsageError } from "../errors.js";
+import { describeError, EXIT, ProvisionError, UsageError } from "../errors.js";
 import { hasProgram } from "../exec/index.js";
 import type { Reporter } from "../progress/index.js";
 import type { Arch } from "../source/index.js";
@@ -58,12 +58,40 @@ async function localOrCached(
   return spec;
 }
 
+/** PE machine types (IMAGE_FILE_MACHINE_*) of the EFI executables a stick may carry. */
+const PE_MACHINE: Record<number, string> = {
+  0x8664: "x86_64",
+  0xaa64: "aarch64",
+  0x14c: "i386",
+  0x1c2: "arm",
+  0x1c4: "arm",
+  0x5064: "riscv64",
+  0x6264: "loongarch64",
+};
+
+/**
+ * What kind of executable this is: an EFI application/driver (the PE signature after the
+ * "MZ" header, and an EFI subsystem, 10-13, in its optional header) for which architecture;
+ * null when it is not one at all.
+ */
+export function efiExecutableArch(bytes: Buffer): string | null {
+  if (bytes.length < 0x40 || bytes.toString("latin1", 0, 2) !== "MZ") return null;
+  const pe = bytes.readUInt32LE(0x3c);
+  // COFF header (20 bytes) after "PE\0\0", then the optional header; Subsystem is at 68 in
+  // both the PE32 and the PE32+ layout.
+  if (pe + 24 + 70 > bytes.length || bytes.toString("latin1", pe, pe + 4) !== "PE\0\0") return null;
+  const subsystem = bytes.readUInt16LE(pe + 24 + 68);
+  if (subsystem < 10 || subsystem > 13) return null;
+  const machine = bytes.readUInt16LE(pe + 4);
+  return PE_MACHINE[machine] ?? `machine 0x${machine.toString(16)}`;
+}
+
 /**
  * Does this EFI build run /autoexec.ipxe? iPXE's EFI code names the file as a UTF-16
  * string (efi_autoexec.c); builds without the feature do not contain it.
  */
-export async function supportsAutoexec(efi: string): Promise<boolean> {
-  const bytes = await readFile(efi);
+export async function supportsAutoexec(efi: string | Buffer): Promise<boolean> {
+  const bytes = typeof efi === "string" ? await readFile(efi) : efi;
   return (
     bytes.includes(Buffer.from("autoexec.ipxe", "utf16le")) ||
     bytes.includes(Buffer.from("autoexec.ipxe", "latin1"))
@@ -92,7 +120,21 @@ export async function findIpxeEfi(
         hint: howToGet,
       },
     );
-  if (!(await supportsAutoexec(path)))
+  const bytes = await readFile(path).catch((err: unknown) => {
+    throw new UsageError(`--ipxe-efi ${path}: ${describeError(err)}`);
+  });
+  const efiArch = efiExecutableArch(bytes);
+  if (efiArch === null)
+    throw new ProvisionError(`${path} is not an EFI executable`, {
+      hint: howToGet,
+      exitCode: EXIT.USAGE,
+    });
+  if (efiArch !== arch)
+    throw new ProvisionError(`${path} is an EFI executable for ${efiArch}, not ${arch}`, {
+      hint: howToGet,
+      exitCode: EXIT.USAGE,
+    });
+  if (!(await supportsAutoexec(bytes)))
     throw new ProvisionError(
       `${path} is an iPXE build that does not run /autoexec.ipxe from the stick (Debian bookworm's ipxe is from 2019)`,
       { hint: howToGet, exitCode: EXIT.USAGE },

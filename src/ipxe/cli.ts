@@ -5,7 +5,8 @@
  */
 import { type Command, Option } from "commander";
 import { pickDisk } from "../disk/index.js";
-import { EXIT } from "../errors.js";
+import { jsonError, UsageError } from "../errors.js";
+import { finalExitCode } from "../lifecycle.js";
 import { collect, positiveInt } from "../options.js";
 import type { Reporter } from "../progress/index.js";
 import type { Arch, OsName } from "../source/index.js";
@@ -44,7 +45,11 @@ function reproduceArgs(o: Record<string, unknown>): string[] {
   return a;
 }
 
-function printReport(r: PxeStickReport, quiet: boolean): void {
+/**
+ * The outcome, for people: a dry run's plan is the output (stdout, as flash --dry-run; with
+ * --json the report is, and there is no text plan); after writing, a summary on stderr.
+ */
+function printReport(r: PxeStickReport, quiet: boolean, json: boolean): void {
   const out = (s: string) => process.stderr.write(`${s}\n`);
   const s = r.secrets;
   const names = [
@@ -58,6 +63,8 @@ function printReport(r: PxeStickReport, quiet: boolean): void {
     ...s.envFiles.map((e) => `${e.file} (${e.variables.join(", ")})`),
   ];
   if (r.dryRun) {
+    if (json) return;
+    const out = (s: string) => process.stdout.write(`${s}\n`);
     out(`plan for ${r.target} (${r.kind === "block" ? "disk" : "image file"}): nothing written`);
     if (!r.updateSecretsOnly) {
       out(`  boots: ${r.os} via ${r.boot.map((b) => b.toUpperCase()).join(" + ")}`);
@@ -86,6 +93,81 @@ function printReport(r: PxeStickReport, quiet: boolean): void {
   out(
     `  the booted OS mounts them on ${SECRETS_MOUNTPOINT} once your hosted config has the units from: provision pxe-stick --print-ignition`,
   );
+}
+
+/** A flag as given on the command line. */
+interface FlagUse {
+  flag: string;
+  key: string;
+}
+
+const UPDATE_SECRETS: FlagUse = { flag: "--update-secrets", key: "updateSecrets" };
+const PRINT_IGNITION: FlagUse = { flag: "--print-ignition", key: "printIgnition" };
+const PRINT_SCRIPT: FlagUse = { flag: "--print-script", key: "printScript" };
+const JSON_FLAG: FlagUse = { flag: "--json", key: "json" };
+const DRY_RUN: FlagUse = { flag: "--dry-run", key: "dryRun" };
+
+/** What shapes the stick outside its secrets volume: --update-secrets leaves all that as it is. */
+const STICK_FLAGS: [string, string][] = [
+  ["--ignition-url", "ignitionUrl"],
+  ["--hostname", "hostname"],
+  ["--kernel-arg", "kernelArg"],
+  ["--os", "os"],
+  ["--arch", "arch"],
+  ["--stream", "stream"],
+  ["--channel", "channel"],
+  ["--release", "release"],
+  ["--stream-base-url", "streamBaseUrl"],
+  ["--flatcar-base-url", "flatcarBaseUrl"],
+  ["--base-url", "baseUrl"],
+  ["--boot", "boot"],
+  ["--attempts", "attempts"],
+  ["--retry-delay", "retryDelay"],
+  ["--ipxe-efi", "ipxeEfi"],
+  ["--ipxe-lkrn", "ipxeLkrn"],
+  ["--esp-size", "espSize"],
+  ["--secrets-size", "secretsSize"],
+];
+
+/** Pairs that cannot go together (the first given pair is the error), why, and a hint. */
+const CONFLICTS: [FlagUse, FlagUse, string, string?][] = [
+  [PRINT_IGNITION, PRINT_SCRIPT, "each prints one thing and exits"],
+  ...[PRINT_IGNITION, PRINT_SCRIPT].flatMap((p): [FlagUse, FlagUse, string][] => [
+    [
+      p,
+      JSON_FLAG,
+      `${p.flag} prints ${p === PRINT_SCRIPT ? "the iPXE script" : "the Ignition fragment"}, not a report`,
+    ],
+    [p, DRY_RUN, `${p.flag} writes nothing anyway and prints no plan`],
+    [p, UPDATE_SECRETS, `${p.flag} writes nothing and --update-secrets writes the secrets volume`],
+  ]),
+  ...STICK_FLAGS.map(([flag, key]): [FlagUse, FlagUse, string, string] => [
+    UPDATE_SECRETS,
+    { flag, key },
+    key === "secretsSize"
+      ? "an existing secrets volume keeps its size"
+      : "--update-secrets rewrites only the secrets volume and keeps the rest of the stick",
+    `build the stick again with ${flag} (and without --update-secrets)`,
+  ]),
+];
+
+/**
+ * Refuse flags that cannot go together, before anything is read or written: the same error
+ * as the image source flags' (checkSourceFlags), naming both.
+ */
+function checkConflicts(cmd: Command): void {
+  const given = (f: FlagUse) => {
+    const source = cmd.getOptionValueSource(f.key);
+    if (source === undefined || source === "default") return false;
+    const v = cmd.getOptionValue(f.key) as unknown;
+    return v !== undefined && v !== false;
+  };
+  for (const [a, b, why, hint] of CONFLICTS)
+    if (given(a) && given(b))
+      cmd.error(
+        `error: ${a.flag} and ${b.flag} cannot go together: ${why}${hint ? `; ${hint}` : ""}`,
+        { code: "commander.conflictingOption" },
+      );
 }
 
 export function registerPxeStick(program: Command, h: CliHelpers): Command {
@@ -165,7 +247,10 @@ export function registerPxeStick(program: Command, h: CliHelpers): Command {
     .option("--dry-run", "check everything and show the plan; write nothing")
     .option("--unmount", "unmount the target's mounted partitions first")
     .option("-y, --yes", "do not ask before writing a disk")
-    .option("--json", "print a machine-readable report on stdout")
+    .option(
+      "--json",
+      'print a machine-readable report on stdout (on failure: {"error": {"message", "hint", "exitCode"}})',
+    )
     .option("-q, --quiet", "no progress output")
     .addHelpText(
       "after",
@@ -182,7 +267,8 @@ for BIOS) and "secrets" (ext4 labelled secrets: files 0600, directories 0700, ro
 read-only so even mount -o rw fails). reproduce.sh on the volume says how it was built.
 
 Exit codes: 0 ok, 1 failed, 2 bad input (flags, secrets, iPXE binary), 3 refused (system
-disk, mounted, too small, not confirmed), 4 a required program is missing, 130 interrupted.`,
+disk, mounted, too small, not confirmed), 4 a required program is missing, 130 interrupted
+(143 by SIGTERM, 129 by SIGHUP).`,
     )
     .action(async (target: string | undefined, o: Record<string, unknown>) => {
       if (o.printIgnition) {
@@ -193,62 +279,62 @@ disk, mounted, too small, not confirmed), 4 a required program is missing, 130 i
       const isTTY = Boolean(process.stdin.isTTY && process.stderr.isTTY);
       if (!target && !printScript) {
         // As flash: on a terminal, pick one of the removable disks; in a script, say what is missing.
-        if (!isTTY) {
-          process.stderr.write(
-            "provision: pxe-stick needs a target: a disk (/dev/sdX) or an image file\n",
-          );
-          process.exitCode = EXIT.USAGE;
-          return;
-        }
+        if (!isTTY)
+          throw new UsageError("pxe-stick needs a target: a disk (/dev/sdX) or an image file");
         target = await pickDisk({});
       }
       const reporter = h.makeReporter({ quiet: Boolean(o.quiet) || printScript });
       const signal = h.interruptSignal(reporter);
-      const report = await pxeStick({
-        target: target ?? "/dev/null",
-        os: o.os as OsName,
-        arch: o.arch as Arch,
-        stream: o.stream as string,
-        channel: o.channel as string,
-        release: o.release as string,
-        streamBaseUrl: o.streamBaseUrl as string,
-        flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
-        baseUrl: o.baseUrl as string | undefined,
-        ignitionUrl: o.ignitionUrl as string | undefined,
-        hostname: o.hostname as string | undefined,
-        kernelArgs: o.kernelArg as string[] | undefined,
-        attempts: positiveInt(o.attempts, "--attempts"),
-        retryDelay: positiveInt(o.retryDelay, "--retry-delay"),
-        boot: o.boot as BootMode,
-        ipxeEfi: o.ipxeEfi as string | undefined,
-        ipxeLkrn: o.ipxeLkrn as string | undefined,
-        sshKeys: o.sshKey as string[] | undefined,
-        secrets: o.secret as string[] | undefined,
-        secretsEnv: o.secretsEnv as string[] | undefined,
-        secretsDir: o.secretsDir as string | undefined,
-        secretsWritable: Boolean(o.secretsWritable),
-        espMiB: positiveInt(o.espSize, "--esp-size"),
-        secretsMiB: positiveInt(o.secretsSize, "--secrets-size"),
-        updateSecrets: Boolean(o.updateSecrets),
-        reproduceArgs: reproduceArgs(o),
-        version: h.version,
-        dryRun: Boolean(o.dryRun) || printScript,
-        scriptOnly: printScript,
-        yes: Boolean(o.yes),
-        isTTY,
-        unmount: Boolean(o.unmount),
-        offline: Boolean(o.offline),
-        reporter,
-        signal,
-      });
-      reporter.stop();
+      let report: PxeStickReport;
+      try {
+        report = await pxeStick({
+          target: target ?? "/dev/null",
+          os: o.os as OsName,
+          arch: o.arch as Arch,
+          stream: o.stream as string,
+          channel: o.channel as string,
+          release: o.release as string,
+          streamBaseUrl: o.streamBaseUrl as string,
+          flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
+          baseUrl: o.baseUrl as string | undefined,
+          ignitionUrl: o.ignitionUrl as string | undefined,
+          hostname: o.hostname as string | undefined,
+          kernelArgs: o.kernelArg as string[] | undefined,
+          attempts: positiveInt(o.attempts, "--attempts"),
+          retryDelay: positiveInt(o.retryDelay, "--retry-delay"),
+          boot: o.boot as BootMode,
+          ipxeEfi: o.ipxeEfi as string | undefined,
+          ipxeLkrn: o.ipxeLkrn as string | undefined,
+          sshKeys: o.sshKey as string[] | undefined,
+          secrets: o.secret as string[] | undefined,
+          secretsEnv: o.secretsEnv as string[] | undefined,
+          secretsDir: o.secretsDir as string | undefined,
+          secretsWritable: Boolean(o.secretsWritable),
+          espMiB: positiveInt(o.espSize, "--esp-size"),
+          secretsMiB: positiveInt(o.secretsSize, "--secrets-size"),
+          updateSecrets: Boolean(o.updateSecrets),
+          reproduceArgs: reproduceArgs(o),
+          version: h.version,
+          dryRun: Boolean(o.dryRun) || printScript,
+          scriptOnly: printScript,
+          yes: Boolean(o.yes),
+          isTTY,
+          unmount: Boolean(o.unmount),
+          offline: Boolean(o.offline),
+          reporter,
+          signal,
+        });
+      } finally {
+        reporter.stop();
+      }
       if (printScript) {
         process.stdout.write(report.script ?? "");
         return;
       }
       for (const w of report.warnings) reporter.warn(w);
       if (o.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-      printReport(report, Boolean(o.quiet));
+      printReport(report, Boolean(o.quiet), Boolean(o.json));
     });
+  cmd.hook("preAction", () => checkConflicts(cmd));
   return cmd;
 }

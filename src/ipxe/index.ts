@@ -9,13 +9,23 @@
  * after writing started removes an image file we created, or clears the partition table of
  * a disk, and says so.
  */
-import { existsSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mtools } from "../board/esp.js";
 import {
   checkTargetSafe,
+  claimTargets,
   confirmWrite,
   formatSize,
   inspectTarget,
@@ -31,6 +41,7 @@ import {
 } from "../errors.js";
 import { requirePrograms, run, shellQuote } from "../exec/index.js";
 import { debugfs, listDir, readExtFile } from "../ext4/index.js";
+import { onUrgentExit } from "../lifecycle.js";
 import { type Reporter, silentReporter } from "../progress/index.js";
 import { type Arch, type OsName, type PxeBoot, resolvePxe } from "../source/index.js";
 import { type BiosBoot, findBiosBoot, findIpxeEfi } from "./binaries.js";
@@ -194,10 +205,21 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
       : ["sgdisk", "mkfs.vfat", "mmd", "mcopy", "mtype", "mke2fs", "debugfs"],
   );
 
-  // The staging dir: 0700 (mkdtemp), removed whatever happens.
+  // The staging dir: 0700 (mkdtemp), removed whatever happens; on a forced exit (a second
+  // Ctrl-C, an internal error) too, by the urgent cleanup, since it holds the secret values.
   const tmp = await mkdtemp(join(tmpdir(), "provision-pxe-"));
+  const forgetTmp = onUrgentExit(() => {
+    if (!existsSync(tmp)) return undefined;
+    try {
+      rmSync(tmp, { recursive: true, force: true });
+      return `removed the staged secrets in ${tmp}`;
+    } catch (err) {
+      return `could not remove ${tmp} (${describeError(err)}): it holds secret values; delete it`;
+    }
+  });
   const staging = join(tmp, "secrets");
   let staged: StagedSecrets;
+  let releaseClaim: (() => Promise<void>) | undefined;
   try {
     await mkdir(staging, { mode: 0o700 });
     // Default keys (~/.ssh/id_*.pub) only when none were given and --secrets-dir brings none.
@@ -228,6 +250,8 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     if (signal?.aborted) throw new InterruptedError();
     const target = await inspectTarget(o.target);
     report.kind = target.kind;
+    // No other provision process may write this stick while we do (src/disk/claim).
+    releaseClaim = await claimTargets([o.target]);
     await checkTargetSafe(target, { wholeDiskOnly: true }).catch((err: unknown) => {
       if (o.unmount && /mounted partitions/.test(describeError(err))) return;
       throw err;
@@ -278,8 +302,10 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     });
     staged.files.push("reproduce.sh");
 
-    // Writing starts: from here a failure must leave nothing that looks like a stick.
+    // Writing starts: from here a failure must leave nothing that looks like a stick, and so
+    // must a forced exit.
     const existed = target.kind === "file" && target.exists;
+    const forgetTarget = onUrgentExit(() => undoPartialStickSync(target, existed));
     try {
       if (signal?.aborted) throw new InterruptedError();
       if (target.kind === "file") {
@@ -288,7 +314,8 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
         await fh.close();
       }
       reporter.info("partitioning");
-      const parts = await partition(target.path, layout);
+      // An image file was just truncated to nothing and back (open "w"): all zeros.
+      const parts = await partition(target.path, layout, { blank: target.kind === "file" });
       report.layout = {
         esp: { offset: parts.esp.offset, size: parts.esp.size },
         secrets: { offset: parts.secrets.offset, size: parts.secrets.size },
@@ -317,10 +344,14 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     } catch (err) {
       report.incomplete = await undoPartialStick(target, existed);
       throw annotate(signal?.aborted ? new InterruptedError() : err, report.incomplete);
+    } finally {
+      forgetTarget();
     }
     return done(report, started);
   } finally {
     await rm(tmp, { recursive: true, force: true });
+    forgetTmp();
+    await releaseClaim?.();
   }
 }
 
@@ -390,17 +421,33 @@ async function updateSecrets(
   await confirmAndUnmount(o, target, o.reporter ?? silentReporter);
   await writeFile(join(staging, "reproduce.sh"), reproduceScript(o, staged, old), { mode: 0o600 });
   staged.files.push("reproduce.sh");
+  // A forced exit while the volume is half-written: make it no filesystem at all.
+  const forgetVolume = onUrgentExit(() => {
+    try {
+      zeroSync(target.path, parts.secrets.offset, Math.min(MiB, parts.secrets.size));
+      return `zeroed the first MiB of the secrets volume of ${target.path}: run --update-secrets again`;
+    } catch (err) {
+      return `could not wipe the secrets volume of ${target.path} (${describeError(err)}): it is half-written; run --update-secrets again`;
+    }
+  });
   try {
     await writeSecrets(
       target.path,
       parts.secrets,
       { dir: staging, ...staged },
-      { writable: Boolean(o.secretsWritable) },
+      {
+        writable: Boolean(o.secretsWritable),
+        signal: o.signal,
+        tooBig: () =>
+          "leave some out, or build a new stick with a larger --secrets-size (the volume keeps its size here)",
+      },
     );
     await verifySecrets(target.path, parts.secrets, staged, !o.secretsWritable);
   } catch (err) {
     report.incomplete = `the secrets volume of ${target.path} is incomplete; run --update-secrets again`;
-    throw annotate(err, report.incomplete);
+    throw annotate(o.signal?.aborted ? new InterruptedError() : err, report.incomplete);
+  } finally {
+    forgetVolume();
   }
   return done(report, started);
 }
@@ -413,6 +460,40 @@ function annotate(err: unknown, incomplete: string): unknown {
       exitCode: err.exitCode,
     });
   return new ProvisionError(`${describeError(err)} (${incomplete})`);
+}
+
+/** Write `length` zero bytes at `offset`, synchronously (for the urgent cleanups). */
+function zeroSync(path: string, offset: number, length: number): void {
+  const fd = openSync(path, "r+");
+  try {
+    const zeros = Buffer.alloc(length);
+    let done = 0;
+    while (done < length) done += writeSync(fd, zeros, done, length - done, offset + done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The forced-exit counterpart of undoPartialStick, synchronous: a file we created goes; a
+ * disk or existing file loses its first MiB (protective MBR and GPT, so firmware and kernel
+ * see no partitions).
+ */
+function undoPartialStickSync(target: Target, existed: boolean): string | undefined {
+  try {
+    if (target.kind === "file" && !existed) {
+      if (!existsSync(target.path)) return undefined;
+      unlinkSync(target.path);
+      return `removed the partial ${target.path}`;
+    }
+    // An image file may be shorter than a MiB yet (just truncated): do not grow it.
+    const length = target.kind === "file" ? Math.min(MiB, statSync(target.path).size) : MiB;
+    zeroSync(target.path, 0, length);
+    return `zeroed the first MiB of ${target.path}: it cannot boot; run pxe-stick again`;
+  } catch (err) {
+    return `could not wipe ${target.path} (${describeError(err)}): it is half-written; do not boot it`;
+  }
 }
 
 /** A file we created goes; a disk or existing file loses its partition table. */

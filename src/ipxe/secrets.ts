@@ -8,7 +8,16 @@
  *
  * Nothing here prints or returns a value: the summary has names only.
  */
-import { chmod, copyFile, lstat, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  copyFile,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { homedir } from "node:os";
 import { join, relative } from "node:path";
 import { describeError, UsageError } from "../errors.js";
@@ -77,9 +86,21 @@ export async function defaultSshKeys(home = homedir()): Promise<string[]> {
     .map((n) => join(dir, n));
 }
 
-/** KEY="value" with the escapes sh and systemd agree on inside double quotes. */
+/**
+ * KEY="value" with the escapes sh and systemd agree on inside double quotes: \ " $ ` get a
+ * backslash; everything else, newlines included, stands for itself (neither sh nor
+ * systemd's EnvironmentFile= turns \n into a newline). The key must be a shell variable
+ * name: it is not quoted, so `A;reboot` or `$(...)` would run when the file is sourced.
+ */
 export function envLine(key: string, value: string): string {
-  return `${key}="${value.replace(/[\\"$`]/g, (c) => `\\${c}`).replace(/\n/g, "\\n")}"`;
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key))
+    throw new UsageError(
+      `--secrets-env: ${JSON.stringify(key)} is not a shell variable name (letters, digits, _)`,
+      "rename or unset that variable",
+    );
+  if (value.includes("\0"))
+    throw new UsageError(`--secrets-env: the value of ${key} contains a NUL byte`);
+  return `${key}="${value.replace(/[\\"$`]/g, (c) => `\\${c}`)}"`;
 }
 
 function prefixOf(p: string): string {
@@ -221,4 +242,16 @@ async function copyTree(
       );
     }
   }
+}
+
+/** How much a staged directory holds: bytes of its regular files, and how many there are. */
+export async function stagedSize(dir: string): Promise<{ bytes: number; files: number }> {
+  let bytes = 0;
+  let files = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    bytes += (await stat(join(e.parentPath, e.name))).size;
+    files++;
+  }
+  return { bytes, files };
 }

@@ -13,13 +13,14 @@ import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { mtools } from "../board/esp.js";
 import { ESP_NAME, fat32MkfsArgs } from "../board/index.js";
-import { ProvisionError } from "../errors.js";
+import { ProvisionError, UsageError } from "../errors.js";
 import { lastLine, run } from "../exec/index.js";
 import { debugfs, type ExtLocation, q } from "../ext4/index.js";
 import { findPartition, readGpt } from "../gpt/index.js";
 import type { Arch } from "../source/index.js";
 import type { BiosBoot } from "./binaries.js";
 import { SECRETS_LABEL } from "./fragment.js";
+import { stagedSize } from "./secrets.js";
 
 export const MiB = 1024 * 1024;
 /** The GPT name of the secrets partition (the filesystem label is SECRETS_LABEL). */
@@ -53,12 +54,17 @@ async function sgdisk(target: string, args: string[], what: string): Promise<voi
     );
 }
 
-/** A new GPT: the ESP (legacy-BIOS-bootable for gptmbr.bin) and the secrets partition. */
+/**
+ * A new GPT: the ESP (legacy-BIOS-bootable for gptmbr.bin) and the secrets partition.
+ * `blank`: the target is all zeros (an image file just truncated), so there are no old
+ * tables to clear (each sgdisk run that writes takes a second: it syncs, then sleeps).
+ */
 export async function partition(
   target: string,
   layout: Layout,
+  opts: { blank?: boolean } = {},
 ): Promise<{ esp: Located; secrets: Located }> {
-  await sgdisk(target, ["--zap-all"], "clear the old partition tables");
+  if (!opts.blank) await sgdisk(target, ["--zap-all"], "clear the old partition tables");
   await sgdisk(
     target,
     [
@@ -201,6 +207,29 @@ export async function writeEsp(target: string, esp: Located, c: EspContents): Pr
   }
 }
 
+/** mke2fs -d ran out of blocks or inodes (or a directory could not grow). */
+const NO_SPACE_RE =
+  /Could not allocate (block|inode)|No free space in the directory|No space left on device/i;
+
+/**
+ * One line for secrets that do not fit, with a size that will: ext4 on a small volume takes
+ * about a tenth for its metadata, up to 4 MiB of journal (8 MiB from 256 MiB) and an inode
+ * per 4 KiB, plus rounding.
+ */
+async function secretsTooBig(
+  dir: string,
+  volumeBytes: number,
+  advice = (mib: number) => `use --secrets-size ${mib} or more`,
+): Promise<UsageError> {
+  const { bytes, files } = await stagedSize(dir);
+  const volumeMiB = Math.round(volumeBytes / MiB);
+  // Should the estimate be below what just failed, it is wrong: double instead.
+  const suggest = Math.max(Math.ceil((bytes * 1.1 + files * 4096) / MiB + 10), volumeMiB * 2);
+  return new UsageError(
+    `the secrets (${Math.ceil(bytes / 1024)} KiB in ${files} file${files === 1 ? "" : "s"}) do not fit the ${volumeMiB} MiB secrets volume; ${advice(suggest)}`,
+  );
+}
+
 /**
  * ext4 labelled "secrets" from the staged directory, written straight into the partition
  * (mke2fs -E offset=), then every inode made root's with the modes we promise (mke2fs -d
@@ -211,7 +240,12 @@ export async function writeSecrets(
   target: string,
   part: Located,
   staged: { dir: string; files: string[]; directories: string[] },
-  opts: { writable: boolean; signal?: AbortSignal },
+  opts: {
+    writable: boolean;
+    signal?: AbortSignal;
+    /** What to do when the secrets do not fit (default: a larger --secrets-size). */
+    tooBig?: (suggestMiB: number) => string;
+  },
 ): Promise<void> {
   const mk = await run(
     "mke2fs",
@@ -231,10 +265,13 @@ export async function writeSecrets(
     ],
     { allowFailure: true, signal: opts.signal },
   );
-  if (mk.exitCode !== 0)
+  if (mk.exitCode !== 0) {
+    const output = mk.stderr || mk.stdout;
+    if (NO_SPACE_RE.test(output)) throw await secretsTooBig(staged.dir, part.size, opts.tooBig);
     throw new ProvisionError(
-      `mke2fs failed on the secrets partition of ${target}: ${lastLine(mk.stderr || mk.stdout)}`,
+      `mke2fs failed on the secrets partition of ${target}: ${lastLine(output)}`,
     );
+  }
   const own = (path: string, mode: string) => [
     `sif ${q(path)} mode ${mode}`,
     `sif ${q(path)} uid 0`,

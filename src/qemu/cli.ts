@@ -260,7 +260,19 @@ Ignition config), 130 interrupted.`,
           process.stderr.write(`files kept in ${result.keptDir}; remove it when done\n`);
         return;
       }
-      if (o.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      if (o.json) {
+        const error =
+          result.exitCode === QEMU_EXIT.PASS
+            ? undefined
+            : {
+                message: result.reason,
+                ...(result.hint ? { hint: result.hint } : {}),
+                exitCode: result.exitCode,
+              };
+        process.stdout.write(
+          `${JSON.stringify({ ...result, ...(error ? { error } : {}) }, null, 2)}\n`,
+        );
+      }
       if (result.verdict === "error") {
         process.stderr.write(`provision: ${result.reason}\n`);
         if (result.hint) process.stderr.write(`  hint: ${result.hint}\n`);

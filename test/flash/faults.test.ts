@@ -578,6 +578,31 @@ describe("output and exit paths", () => {
     expect(await exists(out)).toBe(false);
   });
 
+  it("--json: every command's failure is one JSON document on stdout with an error field, and one line on stderr", async () => {
+    const written = join(work, "json-target.img");
+    for (const [args, code] of [
+      [["flash", written, "--image-url", "/nope.raw.xz"], 2],
+      [["flash", written, "--arch", "sparc"], 2],
+      [["flash", written, "--os", "flatcar", "--stream", "next"], 2],
+      [["flash", join(work, "no-such-dir", "x.img"), "--image-url", fixture("fcos.img.xz")], 2],
+      [["flash", written, "--image-url", fixture("corrupt.img.xz")], 1],
+      [["cache", "prune", "--older-than", "x"], 2],
+      [["mbr", "show", "/nonexistent-disk"], 2],
+      [["mbr", "fix", "/nonexistent-disk"], 2],
+      [["qemu-test", "/nonexistent.img"], 3],
+      [["pxe-stick", written], 2],
+    ] as const) {
+      const r = await cli([...args, "--json"]);
+      expect(r.code, args.join(" ")).toBe(code);
+      const doc = JSON.parse(r.stdout) as { error?: { message: string; exitCode: number } };
+      expect(doc.error?.exitCode, args.join(" ")).toBe(code);
+      expect(doc.error?.message.length).toBeGreaterThan(5);
+      expect(errorLines(r.stderr).length + (r.stderr.match(/^error: /m) ? 1 : 0)).toBe(1);
+      expectClean(r.stderr);
+    }
+    expect(await exists(written)).toBe(false);
+  });
+
   it("the last-resort handler: an uncaught error runs the urgent cleanups, prints one line, exits 70", async () => {
     const script = `
       const { installLastResort, onUrgentExit } = await import(${JSON.stringify(join(repoRoot, "dist", "lifecycle.js"))});

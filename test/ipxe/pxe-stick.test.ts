@@ -4,7 +4,7 @@
 // secret value ever reaches stdout, stderr or a leftover temp file. The binaries come from
 // fixtures/build-pxe-fixture.sh (Debian trixie's iPXE, bookworm's syslinux).
 import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -74,6 +74,94 @@ async function volumeTree(file: string, offset: number, dir = "/") {
       out.push(...(await volumeTree(file, offset, p)));
   }
   return out;
+}
+
+/**
+ * A stand-in for mke2fs, first on PATH: it waits (the window in which a test signals the
+ * CLI), then runs the real one. PXE_SHIM_IGNORE_TERM=1 makes it ignore SIGTERM, as a program
+ * slow to stop does (the first Ctrl-C cannot finish the run: only a second one ends it).
+ */
+let shimDir: string | undefined;
+async function mke2fsShim(): Promise<string> {
+  if (shimDir) return shimDir;
+  const dir = join(work, "shim-bin");
+  await mkdir(dir);
+  const real = (
+    await execa("sh", ["-c", "command -v mke2fs"], {
+      env: { PATH: `${process.env.PATH}:/usr/sbin:/sbin` },
+    })
+  ).stdout.trim();
+  await execa("mkfifo", [join(dir, "never")]);
+  await writeFile(
+    join(dir, "mke2fs"),
+    [
+      "#!/bin/bash",
+      'if [ -n "${PXE_SHIM_IGNORE_TERM:-}" ]; then trap "" TERM; fi',
+      `read -r -t "\${PXE_SHIM_DELAY:-2}" _ <> ${join(dir, "never")} || true`,
+      `exec ${real} "$@"`,
+      "",
+    ].join("\n"),
+    { mode: 0o755 },
+  );
+  shimDir = dir;
+  return dir;
+}
+
+/** Start pxe-stick with the mke2fs stand-in; `waitFor` resolves false if it ends first. */
+async function startPxeStick(args: string[], env: Record<string, string>) {
+  const dir = await mke2fsShim();
+  const child = execa("node", [join(repoRoot, "bin", "provision.js"), "pxe-stick", ...args], {
+    reject: false,
+    stdin: "ignore",
+    timeout: 60_000,
+    env: {
+      HOME: home,
+      TMPDIR: tmp,
+      XDG_CACHE_HOME: join(work, "cache"),
+      CI: "1",
+      PATH: `${dir}:${process.env.PATH}`,
+      ...env,
+    },
+  });
+  let seen = "";
+  const waiting = new Set<() => void>();
+  child.stderr?.on("data", (b: Buffer) => {
+    seen += b.toString();
+    for (const w of waiting) w();
+  });
+  const waitFor = (re: RegExp) =>
+    new Promise<boolean>((resolve) => {
+      const check = () => {
+        if (re.test(seen)) {
+          waiting.delete(check);
+          resolve(true);
+        }
+      };
+      waiting.add(check);
+      check();
+      child.then(() => resolve(re.test(seen)));
+    });
+  return { child, waitFor };
+}
+
+/** Live processes with `arg` (or `arg?...`, `arg@@...`) among their arguments; waits up to 3 s for them to go. */
+async function processesUsing(arg: string): Promise<string[]> {
+  const scan = async () => {
+    const found: string[] = [];
+    for (const pid of await readdir("/proc")) {
+      if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+      const argv = (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split("\0");
+      if (argv.some((a) => a === arg || a.startsWith(`${arg}?`) || a.startsWith(`${arg}@@`)))
+        found.push(`${pid}: ${argv.join(" ")}`);
+    }
+    return found;
+  };
+  for (let i = 0; i < 30; i++) {
+    const found = await scan();
+    if (found.length === 0) return found;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return await scan();
 }
 
 beforeAll(async () => {
@@ -429,12 +517,52 @@ describe("pxe-stick: the stick, read back", () => {
     ]);
     expect(dry.code, dry.stderr).toBe(0);
     expect(existsSync(d)).toBe(false);
-    expect(dry.stderr).toMatch(/plan for .*dry\.img/);
-    expect(dry.stderr).toContain("API_KEY");
     noSecrets(dry.stdout, dry.stderr);
+    // --json: stdout is the report and nothing else.
     expect(JSON.parse(dry.stdout).secrets.envFiles).toEqual([
       { file: "K3S_env", variables: ["K3S_TOKEN", "K3S_URL"] },
     ]);
+
+    // Without --json the plan is the output (stdout, as flash --dry-run); warnings stay on stderr.
+    const plan = await cli([
+      "pxe-stick",
+      d,
+      ...base,
+      "--dry-run",
+      "--secret",
+      `API_KEY=${SECRET_VALUE}`,
+    ]);
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(existsSync(d)).toBe(false);
+    expect(plan.stdout).toMatch(/^plan for .*dry\.img \(image file\): nothing written$/m);
+    expect(plan.stdout).toMatch(/secrets volume \(read-only\): .*API_KEY/);
+    expect(plan.stdout).toContain("autoexec.ipxe:");
+    expect(plan.stderr).not.toMatch(/plan for|autoexec/);
+    expect(plan.stderr).toMatch(/no LOGEXPORT_\* secrets/);
+    expect(plan.stdout).not.toMatch(/no LOGEXPORT_\* secrets/);
+    noSecrets(plan.stdout, plan.stderr);
+  });
+
+  it("--update-secrets --dry-run shows the plan for the volume on stdout and writes nothing", async () => {
+    const sha = async () =>
+      createHash("sha256")
+        .update(await readFile(img))
+        .digest("hex");
+    const before = await sha();
+    const r = await cli([
+      "pxe-stick",
+      img,
+      "--update-secrets",
+      "--dry-run",
+      "--secret",
+      "NEW=sv-dry-update-3",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^plan for .*stick\.img \(image file\): nothing written$/m);
+    expect(r.stdout).toMatch(/secrets volume \(read-only\): .*NEW/);
+    expect(r.stdout + r.stderr).not.toContain("sv-dry-update-3");
+    expect(await sha()).toBe(before);
+    expect(await readdir(tmp)).toEqual([]);
   });
 });
 
@@ -468,6 +596,16 @@ describe("pxe-stick --boot", () => {
 });
 
 describe("pxe-stick: bad input gives one clear line and writes nothing", () => {
+  /** 4 MiB of secrets (not zeros: mke2fs -d would store those as a hole). */
+  const bigSecrets = async () => {
+    const big = join(work, "big-secrets");
+    if (!existsSync(big)) {
+      await mkdir(big);
+      await writeFile(join(big, "blob"), randomBytes(4 * MiB));
+    }
+    return big;
+  };
+
   it("no --ignition-url; a bookworm iPXE without autoexec; a --secret without =; a private key as --ssh-key", async () => {
     const t = join(work, "bad.img");
     const noTarget = await cli(["pxe-stick", ...base]);
@@ -504,20 +642,131 @@ describe("pxe-stick: bad input gives one clear line and writes nothing", () => {
     expect(await readdir(tmp)).toEqual([]);
   });
 
-  it("secrets that do not fit: the partial image file is removed and the message says so", async () => {
-    const big = join(work, "big-secrets");
-    await mkdir(big);
-    await writeFile(join(big, "blob"), Buffer.alloc(4 * MiB, 7));
+  it("secrets that do not fit: one line with the sizes and --secrets-size, exit 2; the partial image file is removed and the message says so", async () => {
+    const big = await bigSecrets();
     const t = join(work, "toosmall.img");
     const r = await cli(["pxe-stick", t, ...base, "--secrets-size", "2", "--secrets-dir", big]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/mke2fs failed.*removed the partial .*toosmall\.img/);
-    expect(
-      r.stderr
-        .trim()
-        .split("\n")
-        .filter((l) => l.startsWith("provision:")),
-    ).toHaveLength(1);
+    expect(r.code, r.stderr).toBe(2);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines.filter((l) => l.startsWith("provision:"))).toHaveLength(1);
+    expect(lines.at(-1)).toMatch(
+      /^provision: the secrets \(\d+ KiB in \d+ files?\) do not fit the 2 MiB secrets volume; use --secrets-size \d+ or more \(removed the partial .*toosmall\.img\)$/,
+    );
+    expect(r.stderr).not.toMatch(/mke2fs|allocate block|populat/);
+    expect(existsSync(t)).toBe(false);
+    // The size it suggests is enough.
+    const size = /--secrets-size (\d+)/.exec(lines.at(-1) ?? "")?.[1] as string;
+    const ok = await cli(["pxe-stick", t, ...base, "--secrets-size", size, "--secrets-dir", big]);
+    expect(ok.code, ok.stderr).toBe(0);
+    await rm(t);
+  });
+
+  it("--ipxe-efi that is not an EFI executable, or one for the other architecture, says so", async () => {
+    const t = join(work, "notefi.img");
+    const rest = base.filter((_, i) => i > 1);
+    const junk = join(work, "junk.efi");
+    await writeFile(join(work, "junk.efi"), "autoexec.ipxe, but not a PE file\n".repeat(100));
+    const r = await cli(["pxe-stick", t, ...rest, "--ipxe-efi", junk]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`provision: ${junk} is not an EFI executable`);
+    expect(r.stderr).not.toMatch(/autoexec/);
+    expect(r.stderr).toMatch(/hint: pass --ipxe-efi https:\/\/boot\.ipxe\.org/);
+    // "MZ" and a PE header, but a Windows program (subsystem 3, console).
+    const pe = Buffer.alloc(512);
+    pe.write("MZ", 0, "latin1");
+    pe.writeUInt32LE(0x80, 0x3c);
+    pe.write("PE\0\0", 0x80, "latin1");
+    pe.writeUInt16LE(0x8664, 0x84);
+    pe.writeUInt16LE(0x20b, 0x98);
+    pe.writeUInt16LE(3, 0x98 + 68);
+    const exe = join(work, "windows.exe");
+    await writeFile(exe, pe);
+    const w = await cli(["pxe-stick", t, ...rest, "--ipxe-efi", exe]);
+    expect(w.code).toBe(2);
+    expect(w.stderr).toContain(`${exe} is not an EFI executable`);
+    const arm = await cli([
+      "pxe-stick",
+      t,
+      ...rest,
+      "--ipxe-efi",
+      join(FX, "ipxe", "ipxe-arm64.efi"),
+    ]);
+    expect(arm.code).toBe(2);
+    expect(arm.stderr).toMatch(/ipxe-arm64\.efi is an EFI executable for aarch64, not x86_64/);
+    expect(existsSync(t)).toBe(false);
+    expect(await readdir(tmp)).toEqual([]);
+  });
+
+  it("flags that cannot go together: an error naming both, exit 2, nothing written", async () => {
+    const t = join(work, "conflict.img");
+    const cases: [string[], string, string][] = [
+      [[...base, "--print-script", "--json"], "--print-script", "--json"],
+      [[...base, "--print-script", "--print-ignition"], "--print-ignition", "--print-script"],
+      [["--print-ignition", "--json"], "--print-ignition", "--json"],
+      [[...base, "--print-script", "--dry-run"], "--print-script", "--dry-run"],
+      [[...base, "--print-script", "--update-secrets"], "--print-script", "--update-secrets"],
+      [["--update-secrets", "--hostname", "node2"], "--update-secrets", "--hostname"],
+      [["--update-secrets", "--secrets-size", "64"], "--update-secrets", "--secrets-size"],
+      [
+        ["--update-secrets", "--ignition-url", "http://x/y.ign"],
+        "--update-secrets",
+        "--ignition-url",
+      ],
+    ];
+    for (const [flags, a, b] of cases) {
+      const r = await cli(["pxe-stick", t, ...flags]);
+      expect(r.code, `${flags.join(" ")}: ${r.stderr}`).toBe(2);
+      const line = r.stderr.trim().split("\n")[0] ?? "";
+      expect(line, flags.join(" ")).toMatch(/^error: .* cannot go together: /);
+      expect(line, flags.join(" ")).toContain(a);
+      expect(line, flags.join(" ")).toContain(b);
+      if (flags.includes("--json"))
+        expect(JSON.parse(r.stdout).error.exitCode, flags.join(" ")).toBe(2);
+      else expect(r.stdout, flags.join(" ")).toBe("");
+    }
+    expect(existsSync(t)).toBe(false);
+    expect(await readdir(tmp)).toEqual([]);
+    // Still fine on their own, and --dry-run with --update-secrets (tested above).
+    const ok = await cli(["pxe-stick", ...base, "--print-script"]);
+    expect(ok.code, ok.stderr).toBe(0);
+  });
+
+  it("--json on failure: stdout is one JSON document with error.message, hint and exitCode; stderr keeps its one line", async () => {
+    const t = join(work, "json-fail.img");
+    const r = await cli(["pxe-stick", t, "--ipxe-efi", EFI, "--json"]);
+    expect(r.code).toBe(2);
+    const doc = JSON.parse(r.stdout) as {
+      error: { message: string; hint?: string; exitCode: number };
+    };
+    expect(Object.keys(doc)).toEqual(["error"]);
+    expect(doc.error.message).toMatch(/^--ignition-url is required/);
+    expect(doc.error.hint).toMatch(/host the config/);
+    expect(doc.error.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/^provision: --ignition-url is required/);
+    expect(r.stderr.split("\n").filter((l) => l.startsWith("provision:"))).toHaveLength(1);
+    // No target: also a JSON error.
+    const noTarget = await cli(["pxe-stick", ...base, "--json"]);
+    expect(noTarget.code).toBe(2);
+    expect(JSON.parse(noTarget.stdout).error.message).toMatch(/needs a target/);
+    // A bad flag value, rejected by the parser itself.
+    const bad = await cli(["pxe-stick", t, ...base, "--json", "--boot", "floppy"]);
+    expect(bad.code).toBe(2);
+    expect(JSON.parse(bad.stdout).error.message).toMatch(/--boot.*floppy/);
+    expect(bad.stderr).toMatch(/floppy/);
+    // A failure after writing started (secrets too big): the message says what was cleaned.
+    const big = await bigSecrets();
+    const tooBig = await cli([
+      "pxe-stick",
+      t,
+      ...base,
+      "--json",
+      "--secrets-size",
+      "2",
+      "--secrets-dir",
+      big,
+    ]);
+    expect(tooBig.code).toBe(2);
+    expect(JSON.parse(tooBig.stdout).error.message).toMatch(/removed the partial .*json-fail\.img/);
     expect(existsSync(t)).toBe(false);
   });
 });
@@ -565,6 +814,65 @@ describe("pxe-stick interrupted", () => {
     expect(await readdir(tmp)).toEqual([]);
     await rm(big, { recursive: true });
   }, 120_000);
+
+  it("a second Ctrl-C exits at once: 130, the last line says what was cleaned; no staged secrets, no partial image, no child left", async () => {
+    const ownTmp = await mkdtemp(join(work, "tmpdir-"));
+    const t = join(work, "forced.img");
+    const p = await startPxeStick([t, ...base, "--secret", `API_KEY=${SECRET_VALUE}`], {
+      TMPDIR: ownTmp,
+      PXE_SHIM_IGNORE_TERM: "1",
+      PXE_SHIM_DELAY: "20",
+    });
+    expect(await p.waitFor(/writing the secrets volume/)).toBe(true);
+    // The secret value is staged now, and the image half-written.
+    expect((await readdir(ownTmp)).length).toBe(1);
+    expect(existsSync(t)).toBe(true);
+    p.child.kill("SIGINT");
+    // The first one is handled (not merged with the second), and cannot finish: mke2fs ignores TERM.
+    expect(await p.waitFor(/Ctrl-C: stopping/)).toBe(true);
+    p.child.kill("SIGINT");
+    const r = await p.child;
+    const stderr = String(r.stderr);
+    expect(r.exitCode, stderr).toBe(130);
+    const last = stderr.trim().split("\n").at(-1) ?? "";
+    expect(last).toMatch(/^provision: Ctrl-C again: exiting now; /);
+    expect(last).toContain("removed the staged secrets");
+    expect(last).toContain(`removed the partial ${t}`);
+    expect(await readdir(ownTmp)).toEqual([]);
+    expect(existsSync(t)).toBe(false);
+    expect(await processesUsing(t)).toEqual([]);
+    noSecrets(String(r.stdout), stderr);
+  }, 60_000);
+
+  it.each([
+    ["SIGTERM", 143],
+    ["SIGHUP", 129],
+  ] as const)(
+    "%s once stops cleanly like Ctrl-C: exit %i (--json: the same code), no partial image, no staged secrets",
+    async (sig, code) => {
+      const t = join(work, `stopped-${sig}.img`);
+      const p = await startPxeStick(
+        [t, ...base, "--json", "--secret", `API_KEY=${SECRET_VALUE}`],
+        {},
+      );
+      expect(await p.waitFor(/writing the secrets volume/)).toBe(true);
+      p.child.kill(sig);
+      const r = await p.child;
+      const stderr = String(r.stderr);
+      expect(r.exitCode, stderr).toBe(code);
+      expect(stderr).toContain(`provision: ${sig}: stopping`);
+      expect(stderr.trim().split("\n").at(-1)).toMatch(
+        new RegExp(`^provision: interrupted: removed the partial .*stopped-${sig}\\.img$`),
+      );
+      const doc = JSON.parse(String(r.stdout)) as { error: { message: string; exitCode: number } };
+      expect(doc.error.exitCode).toBe(code);
+      expect(doc.error.message).toMatch(/^interrupted: removed the partial /);
+      expect(existsSync(t)).toBe(false);
+      expect(await readdir(tmp)).toEqual([]);
+      expect(await processesUsing(t)).toEqual([]);
+    },
+    60_000,
+  );
 });
 
 describe("pxe-stick on a loop device", () => {
@@ -599,6 +907,35 @@ describe("pxe-stick on a loop device", () => {
       await detachLoop(dev);
     }
   });
+
+  it("a second Ctrl-C while writing a disk zeroes its first MiB and says so", async () => {
+    const file = join(work, "loop-forced.img");
+    await writeFile(file, Buffer.alloc(0));
+    await execa("truncate", ["-s", "128M", file]);
+    const dev = await attachLoop(file);
+    try {
+      const p = await startPxeStick([dev, ...base, "--yes"], {
+        PXE_SHIM_IGNORE_TERM: "1",
+        PXE_SHIM_DELAY: "20",
+      });
+      expect(await p.waitFor(/writing the secrets volume/)).toBe(true);
+      p.child.kill("SIGINT");
+      expect(await p.waitFor(/Ctrl-C: stopping/)).toBe(true);
+      p.child.kill("SIGINT");
+      const r = await p.child;
+      const stderr = String(r.stderr);
+      expect(r.exitCode, stderr).toBe(130);
+      expect(stderr.trim().split("\n").at(-1)).toContain(`zeroed the first MiB of ${dev}`);
+      expect(await processesUsing(dev)).toEqual([]);
+    } finally {
+      await detachLoop(dev);
+    }
+    const data = await readFile(file);
+    expect(data.subarray(0, MiB).every((b) => b === 0)).toBe(true);
+    // The ESP was written (so zeroing was needed): only its table and boot code are gone.
+    expect(data.subarray(MiB, 2 * MiB).some((b) => b !== 0)).toBe(true);
+    expect(await readdir(tmp)).toEqual([]);
+  }, 60_000);
 
   it("--update-secrets refuses a stick whose secrets volume is mounted, and with --unmount unmounts it first", async () => {
     const file = join(work, "loop-mounted.img");
