@@ -16,7 +16,7 @@ import { createReadStream } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
-import { describeError, ProvisionError, UsageError } from "../errors.js";
+import { describeError, errnoText, ProvisionError, UsageError } from "../errors.js";
 import { withLock } from "../lock.js";
 import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
 import {
@@ -217,7 +217,7 @@ export async function fetchArtifact(
   }
 
   await ensureCacheDir(dir);
-  return await withLock(
+  return await withCacheLock(
     `${dir}.lock`,
     async () => {
       const again = await readEntry(dir);
@@ -282,6 +282,31 @@ export async function fetchArtifact(
         ),
     },
   );
+}
+
+/**
+ * The entry's lock, with a cache that cannot hold it (read-only, full) named as such rather
+ * than as a raw errno.
+ */
+async function withCacheLock<T>(
+  lockPath: string,
+  fn: () => Promise<T>,
+  opts: Parameters<typeof withLock>[2],
+): Promise<T> {
+  let inside = false;
+  try {
+    return await withLock(
+      lockPath,
+      () => {
+        inside = true;
+        return fn();
+      },
+      opts,
+    );
+  } catch (err) {
+    if (!inside && errnoText(err)) throw cacheFsError(dirname(lockPath), err);
+    throw err;
+  }
 }
 
 async function readEntry(dir: string): Promise<Entry | undefined> {

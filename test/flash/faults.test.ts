@@ -307,6 +307,34 @@ describe("full file systems and I/O errors", () => {
   });
 
   it("a read-only or impossible cache directory: one line naming it, no endless mkdir", async () => {
+    const ro = await mkdtemp(join(work, "ro-cache-"));
+    await mkdir(join(ro, "provision", "images"), { recursive: true });
+    await execa("mount", [
+      "-t",
+      "tmpfs",
+      "-o",
+      "ro,size=1m",
+      "provision-ro",
+      join(ro, "provision", "images"),
+    ]);
+    try {
+      const rro = await cli(
+        ["flash", join(work, "ro0.img"), "--image-url", `${server.url}/img.xz`],
+        {
+          XDG_CACHE_HOME: ro,
+        },
+      );
+      expectClean(rro.stderr);
+      expect(rro.code).toBe(1);
+      expect(errorLines(rro.stderr)).toEqual([
+        expect.stringMatching(
+          /^provision: cannot (write to|create) the cache directory .*\(EROFS\)$/,
+        ),
+      ]);
+      expect(rro.stderr).toMatch(/hint: .*XDG_CACHE_HOME/);
+    } finally {
+      await execa("umount", [join(ro, "provision", "images")], { reject: false });
+    }
     const r = await cli(["flash", join(work, "ro.img"), "--image-url", `${server.url}/img.xz`], {
       XDG_CACHE_HOME: "/proc/nope",
     });
