@@ -4,7 +4,7 @@
  * (this machine's kernel has no partition-table parsers and there is no udev).
  */
 import { stat } from "node:fs/promises";
-import { permissionHint, ProvisionError, UsageError } from "../errors.js";
+import { ProvisionError, permissionHint, UsageError } from "../errors.js";
 import { lastLine, run } from "../exec/index.js";
 import { findPartition, type GptPartition, readGpt } from "../gpt/index.js";
 

@@ -16,6 +16,8 @@ export interface SafetyOptions {
   imageSize?: number;
   /** Refuse partitions: the image is a whole-disk image. */
   wholeDiskOnly?: true;
+  /** The command has no --unmount flag: do not suggest it (mbr fix). */
+  noUnmountFlag?: true;
 }
 
 /** Refuse a partition where a whole disk is expected. */
@@ -25,14 +27,15 @@ export function ensureWholeDisk(t: Target): void {
   }
 }
 
-function mountedMessage(t: Target, on: KeyedMount[]): string {
+function mountedMessage(t: Target, on: KeyedMount[], canUnmount: boolean): string {
   const where = [...new Set(on.map((m) => m.mountpoint))].join(", ");
+  const or = canUnmount ? " or pass --unmount" : " first";
   if (t.kind === "file") {
-    return `${t.path} is mounted through a loop device (${where}); unmount it or pass --unmount`;
+    return `${t.path} is mounted through a loop device (${where}); unmount it${or}`;
   }
   if (t.partitions.length > 0)
-    return `${t.path} has mounted partitions (${where}); unmount them or pass --unmount`;
-  return `${t.path} is mounted (${where}); unmount it or pass --unmount`;
+    return `${t.path} has mounted partitions (${where}); unmount them${or}`;
+  return `${t.path} is mounted (${where}); unmount it${or}`;
 }
 
 /**
@@ -62,7 +65,7 @@ export async function checkTargetSafe(t: Target, opts: SafetyOptions = {}): Prom
 
   const on = await mountsOn(t, mounts);
   if (on.length > 0) {
-    if (!opts.unmount) throw new RefusedError(mountedMessage(t, on));
+    if (!opts.unmount) throw new RefusedError(mountedMessage(t, on, !opts.noUnmountFlag));
     await unmountAll(on);
     const again = await inspectTarget(t.path);
     return checkTargetSafe(again, { ...opts, unmount: false });

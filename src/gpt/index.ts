@@ -10,7 +10,7 @@
  * a damaged or missing backup is reported through `backupValid`.
  */
 import { type FileHandle, open } from "node:fs/promises";
-import { ProvisionError, UsageError } from "../errors.js";
+import { ProvisionError, permissionHint, UsageError } from "../errors.js";
 
 export interface GptPartition {
   /** 1-based slot number in the partition entry array (`sda3`, `sgdisk -i 3`). */
@@ -163,6 +163,8 @@ interface Header {
 /** Parse and CRC-check one header sector; a string is the problem found. */
 function parseHeader(sector: Buffer, sectorSize: number): Header | string {
   if (!sector.subarray(0, 8).equals(SIGNATURE)) return "header has no 'EFI PART' signature";
+  if (sector.length < sectorSize)
+    return `header sector is cut off after ${sector.length} of ${sectorSize} bytes (file too short)`;
   const headerSize = sector.readUInt32LE(12);
   if (headerSize < MIN_HEADER_SIZE || headerSize > sectorSize)
     return `header size ${headerSize} is invalid`;
@@ -179,6 +181,9 @@ function parseHeader(sector: Buffer, sectorSize: number): Header | string {
   const lbas = [24, 32, 40, 48, 72].map((off) => u64(sector, off));
   if (lbas.some((v) => v === undefined)) return "header has an LBA beyond 2^53";
   const [myLba, alternateLba, firstUsableLba, lastUsableLba, entriesLba] = lbas as number[];
+  // Node reads at an inexact position (past 2^53) from the wrong place instead of failing.
+  if ((entriesLba as number) * sectorSize + entryArrayBytes > Number.MAX_SAFE_INTEGER)
+    return `partition entry array at LBA ${entriesLba} is beyond 2^53 bytes`;
   return {
     myLba: myLba as number,
     alternateLba: alternateLba as number,
@@ -212,6 +217,13 @@ function parseEntries(
         DAMAGED_HINT,
       );
     }
+    // Callers address partitions by byte offset: past 2^53 bytes a number is no longer exact.
+    if ((lastLba + 1) * sectorSize > Number.MAX_SAFE_INTEGER) {
+      throw new UsageError(
+        `${path}: GPT partition ${i + 1} ends at LBA ${lastLba}, beyond 2^53 bytes; the partition table is damaged`,
+        DAMAGED_HINT,
+      );
+    }
     out.push({
       index: i + 1,
       name: decodeName(e.subarray(56, 128)),
@@ -234,6 +246,8 @@ async function checkBackup(
 ): Promise<string | undefined> {
   if (primary.alternateLba <= 1)
     return `primary header points to the backup at LBA ${primary.alternateLba}`;
+  if ((primary.alternateLba + 1) * sectorSize > Number.MAX_SAFE_INTEGER)
+    return `primary header points to the backup at LBA ${primary.alternateLba}, beyond 2^53 bytes`;
   const sector = await readAt(fh, primary.alternateLba * sectorSize, sectorSize);
   if (sector.length < sectorSize)
     return `backup header at LBA ${primary.alternateLba} is beyond the end of the disk (image truncated?)`;
@@ -259,14 +273,20 @@ async function checkBackup(
 
 async function openForRead(path: string): Promise<FileHandle> {
   try {
-    return await open(path, "r");
+    const fh = await open(path, "r");
+    // open(2) takes a directory for reading; only the first read would say EISDIR.
+    if ((await fh.stat()).isDirectory()) {
+      await fh.close();
+      throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+    }
+    return fh;
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === "ENOENT") throw new UsageError(`${path}: no such file or device`);
     if (code === "EISDIR") throw new UsageError(`${path} is a directory, not a disk or image`);
     if (code === "EACCES" || code === "EPERM") {
       throw new ProvisionError(`${path}: permission denied`, {
-        hint: "reading a disk needs root: run with sudo",
+        hint: permissionHint("reading a disk"),
         cause: err,
       });
     }

@@ -292,7 +292,17 @@ function findJsonError(text: string): { pos: number; what: string } | undefined 
     i += (m as RegExpExecArray)[0].length;
     if (/^[0-9]/.test(text[i] ?? "")) fail("numbers cannot have leading zeros");
   };
+  // Nesting is bounded: a config is never deep, and recursion must not overflow the stack.
+  let depth = 0;
   const value = (): void => {
+    if (++depth > 500) fail("nested more than 500 levels deep");
+    try {
+      valueAt();
+    } finally {
+      depth--;
+    }
+  };
+  const valueAt = (): void => {
     ws();
     const c = text[i];
     if (c === "{") {

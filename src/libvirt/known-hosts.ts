@@ -19,12 +19,33 @@ export function knownHostsName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
 }
 
+/**
+ * `*` and `?` wildcards, ignoring case. Not a RegExp: `.*.*.*...x` backtracks exponentially
+ * (a known_hosts line `**********x` blocked the process for over a minute on a 40-character
+ * host name).
+ * This is the linear two-pointer matcher: on a mismatch, retry after the last `*` only.
+ */
 function globMatch(pattern: string, name: string): boolean {
-  const re = pattern
-    .split("")
-    .map((c) => (c === "*" ? ".*" : c === "?" ? "." : c.replace(/[.+^${}()|[\]\\]/g, "\\$&")))
-    .join("");
-  return new RegExp(`^${re}$`, "i").test(name);
+  const same = (a: string, b: string) => a === b || a.toLowerCase() === b.toLowerCase();
+  let p = 0;
+  let s = 0;
+  let starP = -1;
+  let starS = 0;
+  while (s < name.length) {
+    const c = pattern[p];
+    if (c === "*") {
+      starP = p++;
+      starS = s;
+    } else if (c !== undefined && (c === "?" || same(c, name[s] as string))) {
+      p++;
+      s++;
+    } else if (starP >= 0) {
+      p = starP + 1;
+      s = ++starS;
+    } else return false;
+  }
+  while (pattern[p] === "*") p++;
+  return p === pattern.length;
 }
 
 function hashedMatch(entry: string, name: string): boolean {

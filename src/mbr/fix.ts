@@ -12,6 +12,7 @@ import {
   type HybridOptions,
   hybridPartition,
   mbrEquals,
+  printableName,
   readMbr,
   writeHybridMbr,
 } from "./mbr.js";
@@ -35,7 +36,7 @@ export async function fixMbr(path: string, opts: FixOptions): Promise<FixResult>
   const target = await inspectTarget(path);
   if (target.kind === "file" && !target.exists)
     throw new UsageError(`${path}: no such file or device`);
-  await checkTargetSafe(target, { wholeDiskOnly: true });
+  await checkTargetSafe(target, { wholeDiskOnly: true, noUnmountFlag: true });
   const gpt = await readGpt(target.path);
   const entries = buildHybridMbr(gpt, opts);
   const current = await readMbr(target.path);
@@ -56,7 +57,7 @@ export async function fixMbr(path: string, opts: FixOptions): Promise<FixResult>
 
 function question(t: Target, gpt: Gpt, o: HybridOptions): string {
   const p = hybridPartition(gpt, o);
-  const what = p ? `GPT partition ${p.index} ${p.name}` : "the ESP";
+  const what = p ? `GPT partition ${p.index} ${printableName(p.name)}` : "the ESP";
   return `Write a hybrid MBR to ${t.path} (slot 1 = ${what}, type 0x0C)? Only bytes 446–511 of sector 0 change; the GPT and the data stay as they are.`;
 }
 

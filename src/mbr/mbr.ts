@@ -22,7 +22,7 @@
  */
 import { type FileHandle, open, stat } from "node:fs/promises";
 import { dropPageCache } from "../disk/index.js";
-import { ProvisionError, UsageError } from "../errors.js";
+import { ProvisionError, permissionHint, UsageError } from "../errors.js";
 import { requirePrograms } from "../exec/index.js";
 import { findPartition, type Gpt, type GptPartition } from "../gpt/index.js";
 
@@ -224,14 +224,19 @@ export async function writeHybridMbr(path: string, entries: readonly MbrEntry[])
 
 async function openDisk(path: string, flags: "r" | "r+"): Promise<FileHandle> {
   try {
-    return await open(path, flags);
+    const fh = await open(path, flags);
+    if ((await fh.stat()).isDirectory()) {
+      await fh.close();
+      throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+    }
+    return fh;
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === "ENOENT") throw new UsageError(`${path}: no such file or device`);
     if (code === "EISDIR") throw new UsageError(`${path} is a directory, not a disk or image`);
     if (code === "EACCES" || code === "EPERM")
       throw new ProvisionError(`${path}: permission denied`, {
-        hint: `${flags === "r" ? "reading" : "writing"} a disk needs root: run with sudo`,
+        hint: permissionHint(`${flags === "r" ? "reading" : "writing"} a disk`),
         cause: err,
       });
     if (code === "EROFS")
@@ -266,14 +271,31 @@ export function hybridPartition(gpt: Gpt, opts: HybridOptions = {}): GptPartitio
   );
 }
 
+/**
+ * A GPT name as read from the disk, safe to print on one line: control characters (a name
+ * is 36 arbitrary UTF-16 units) become \n, \t, \x1b, \u2028...
+ */
+export function printableName(name: string): string {
+  const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+  return name.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => {
+    const code = c.charCodeAt(0);
+    return (
+      named[c] ??
+      (code < 0x100
+        ? `\\x${code.toString(16).padStart(2, "0")}`
+        : `\\u${code.toString(16).padStart(4, "0")}`)
+    );
+  });
+}
+
 function partitionLabel(p: GptPartition): string {
-  return `GPT partition ${p.index}${p.name ? ` (${p.name})` : ""}`;
+  return `GPT partition ${p.index}${p.name ? ` (${printableName(p.name)})` : ""}`;
 }
 
 function noPartition(gpt: Gpt, opts: HybridOptions): string {
-  const names = gpt.partitions.map((p) => p.name || `#${p.index}`).join(", ");
+  const names = gpt.partitions.map((p) => printableName(p.name) || `#${p.index}`).join(", ");
   return opts.partition !== undefined
-    ? `the GPT has no partition named ${opts.partition} (it has: ${names || "none"})`
+    ? `the GPT has no partition named ${printableName(opts.partition)} (it has: ${names || "none"})`
     : `the GPT has no EFI-SYSTEM partition (nor one of type EF00) for slot 1 (it has: ${names || "none"})`;
 }
 

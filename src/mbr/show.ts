@@ -10,6 +10,7 @@ import {
   type HybridOptions,
   hybridPartition,
   type Mbr,
+  printableName,
   readMbr,
 } from "./mbr.js";
 
@@ -57,7 +58,7 @@ export function formatTables(r: ShowResult, opts: HybridOptions = {}): string[] 
       String(p.lastLba),
       String(p.lastLba - p.firstLba + 1),
       GPT_TYPE_NAMES[p.typeGuid] ?? p.typeGuid,
-      p.name,
+      printableName(p.name),
     ]);
   }
   if (gpt.partitions.length === 0) rows.push(["GPT", "-", "", "", "", "no partitions", ""]);
@@ -72,7 +73,7 @@ export function formatTables(r: ShowResult, opts: HybridOptions = {}): string[] 
     const same = gpt.partitions.find(
       (p) => p.firstLba === e.lbaStart && p.lastLba - p.firstLba + 1 === e.sectors,
     );
-    if (same) flags.push(`= GPT ${same.index}${same.name ? ` ${same.name}` : ""}`);
+    if (same) flags.push(`= GPT ${same.index}${same.name ? ` ${printableName(same.name)}` : ""}`);
     else if (e.type === 0xee && e.lbaStart === 1 && esp && e.sectors === esp.firstLba - 1)
       flags.push(`up to GPT ${esp.index}`);
     rows.push([

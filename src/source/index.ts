@@ -55,7 +55,7 @@ export async function resolveImage(
   const arch = req.arch ?? defaultArch();
   if (req.imageUrl) {
     if (req.sha256 && !/^[0-9a-f]{64}$/i.test(req.sha256)) {
-      throw new UsageError(`--sha256 must be 64 hex digits, got "${req.sha256}"`);
+      throw new UsageError(`--sha256 must be 64 hex digits, got ${JSON.stringify(req.sha256)}`);
     }
     return { url: req.imageUrl, sha256: req.sha256, description: req.imageUrl, os: req.os, arch };
   }
@@ -71,17 +71,33 @@ async function fetchStream(
   const stream = req.stream ?? "stable";
   if (!(FCOS_STREAMS as readonly string[]).includes(stream))
     throw new UsageError(
-      `unknown FCOS stream "${stream}"`,
+      `unknown FCOS stream ${JSON.stringify(stream)}`,
       `use one of: ${FCOS_STREAMS.join(", ")}`,
     );
   const base = (req.streamBaseUrl ?? DEFAULT_STREAM_BASE).replace(/\/+$/, "");
   const url = `${base}/streams/${stream}.json`;
   const text = await fetchMetadata(url, opts);
+  let doc: unknown;
   try {
-    return { stream, url, doc: JSON.parse(text) };
+    doc = JSON.parse(text);
   } catch {
     throw new UsageError(`${url} is not valid JSON; is --stream-base-url right?`);
   }
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc))
+    throw new UsageError(
+      `${url} is not FCOS stream metadata (not a JSON object); is --stream-base-url right?`,
+    );
+  return { stream, url, doc };
+}
+
+/** A string field of the stream metadata: undefined when absent, else it must be a string. */
+function metaString(v: unknown, what: string, url: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string")
+    throw new UsageError(
+      `${url}: ${what} is ${Array.isArray(v) ? "an array" : typeof v === "object" ? "an object" : `a ${typeof v}`}, not a string`,
+    );
+  return v;
 }
 
 async function resolveFcos(
@@ -105,14 +121,16 @@ async function resolveFcos(
     throw new UsageError(`FCOS ${stream} has no ${arch} images (architectures: ${have})`);
   }
   const disk = a.artifacts?.metal?.formats?.[format]?.disk;
-  if (!disk?.location)
+  const at = `${arch} metal ${format} disk`;
+  const location = metaString(disk?.location, `${at} location`, url);
+  if (!location)
     throw new UsageError(`FCOS ${stream} ${arch} has no metal ${format} image in ${url}`);
-  const release = a.artifacts?.metal?.release;
+  const release = metaString(a.artifacts?.metal?.release, `${arch} metal release`, url);
   return {
-    url: disk.location,
-    sha256: disk.sha256,
-    signatureUrl: disk.signature ?? `${disk.location}.sig`,
-    uncompressedSha256: disk["uncompressed-sha256"],
+    url: location,
+    sha256: metaString(disk?.sha256, `${at} sha256`, url),
+    signatureUrl: metaString(disk?.signature, `${at} signature`, url) ?? `${location}.sig`,
+    uncompressedSha256: metaString(disk?.["uncompressed-sha256"], `${at} uncompressed-sha256`, url),
     description: `Fedora CoreOS ${stream} ${release ?? ""} ${arch}`.replace(/\s+/g, " "),
     os: "fcos",
     arch,
@@ -128,7 +146,7 @@ async function resolveFlatcar(
   const channel = req.channel ?? "stable";
   if (!(FLATCAR_CHANNELS as readonly string[]).includes(channel)) {
     throw new UsageError(
-      `unknown Flatcar channel "${channel}"`,
+      `unknown Flatcar channel ${JSON.stringify(channel)}`,
       `use one of: ${FLATCAR_CHANNELS.join(", ")}`,
     );
   }
@@ -139,13 +157,16 @@ async function resolveFlatcar(
   );
   let version = req.release ?? "current";
   if (version !== "current" && !/^\d+\.\d+\.\d+$/.test(version)) {
-    throw new UsageError(`--release must be "current" or X.Y.Z, got "${version}"`);
+    throw new UsageError(`--release must be "current" or X.Y.Z, got ${JSON.stringify(version)}`);
   }
   if (version === "current") {
     const url = `${base}/${board}/current/version.txt`;
     const text = await fetchMetadata(url, opts);
-    const m = /^FLATCAR_VERSION=(\S+)$/m.exec(text);
+    const m = /^FLATCAR_VERSION=(\S+?)\r?$/m.exec(text);
     if (!m?.[1]) throw new UsageError(`${url} has no FLATCAR_VERSION= line`);
+    // It becomes a directory of the download URL: one path segment, nothing else.
+    if (!/^[0-9A-Za-z][0-9A-Za-z._+-]*$/.test(m[1]))
+      throw new UsageError(`${url}: FLATCAR_VERSION=${JSON.stringify(m[1])} is not a version`);
     version = m[1];
   }
   const location = `${base}/${board}/${version}/flatcar_production_image.bin.bz2`;
@@ -199,12 +220,12 @@ export async function resolvePxe(
     const channel = req.channel ?? "stable";
     if (!(FLATCAR_CHANNELS as readonly string[]).includes(channel))
       throw new UsageError(
-        `unknown Flatcar channel "${channel}"`,
+        `unknown Flatcar channel ${JSON.stringify(channel)}`,
         `use one of: ${FLATCAR_CHANNELS.join(", ")}`,
       );
     const release = req.release ?? "current";
     if (release !== "current" && !/^\d+\.\d+\.\d+$/.test(release))
-      throw new UsageError(`--release must be "current" or X.Y.Z, got "${release}"`);
+      throw new UsageError(`--release must be "current" or X.Y.Z, got ${JSON.stringify(release)}`);
     const board = req.arch === "aarch64" ? "arm64-usr" : "amd64-usr";
     // Flatcar's own iPXE examples use http: iPXE's https needs trust roots built in.
     const base =
@@ -230,13 +251,14 @@ export async function resolvePxe(
     }
   ).architectures?.[req.arch]?.artifacts?.metal;
   const pxe = metal?.formats?.pxe;
-  const kernel = pxe?.kernel?.location;
-  const initramfs = pxe?.initramfs?.location;
-  const rootfs = pxe?.rootfs?.location;
+  const kernel = metaString(pxe?.kernel?.location, `${req.arch} pxe kernel location`, url);
+  const initramfs = metaString(pxe?.initramfs?.location, `${req.arch} pxe initramfs location`, url);
+  const rootfs = metaString(pxe?.rootfs?.location, `${req.arch} pxe rootfs location`, url);
   if (!kernel || !initramfs || !rootfs)
     throw new UsageError(
       `FCOS ${stream} ${req.arch} has no PXE kernel, initramfs and rootfs in ${url}`,
     );
+  const release = metaString(metal?.release, `${req.arch} metal release`, url);
   const at = (u: string) => (mirror ? `${mirror}/${u.slice(u.lastIndexOf("/") + 1)}` : u);
   return {
     kernel: at(kernel),
@@ -247,7 +269,7 @@ export async function resolvePxe(
       "ignition.firstboot",
       "ignition.platform.id=metal",
     ],
-    description: `Fedora CoreOS ${stream} ${metal?.release ?? ""} ${req.arch}`.replace(/\s+/g, " "),
+    description: `Fedora CoreOS ${stream} ${release ?? ""} ${req.arch}`.replace(/\s+/g, " "),
     os: "fcos",
     arch: req.arch,
   };

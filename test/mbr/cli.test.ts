@@ -4,6 +4,7 @@
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REPAIR_SCRIPT, repairUnitFragment } from "../../src/mbr/index.js";
 import { runCli } from "../helpers/cli.js";
@@ -23,6 +24,26 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe("mbr errors a user hits", () => {
+  it("a directory is named as one (exit 2); a mounted image is refused without suggesting a flag mbr fix lacks", async () => {
+    const dir = await cli(["mbr", "show", work]);
+    expect(dir.code).toBe(2);
+    expect(dir.stderr.trim()).toBe(`provision: ${work} is a directory, not a disk or image`);
+    const img = await fresh();
+    const mnt = await mkdtemp(join(work, "mnt-"));
+    const boot = partition("boot");
+    await execa("mount", ["-o", `ro,loop,offset=${boot.offset},sizelimit=${boot.size}`, img, mnt]);
+    try {
+      const r = await cli(["mbr", "fix", img, "--yes"]);
+      expect(r.code).toBe(3);
+      expect(r.stderr).toMatch(/is mounted through a loop device \(.*\); unmount it first/);
+      expect(r.stderr).not.toMatch(/--unmount/);
+    } finally {
+      await execa("umount", [mnt], { reject: false });
+    }
+  });
 });
 
 describe("provision mbr show", () => {
@@ -53,7 +74,7 @@ describe("provision mbr show", () => {
     expect(r.stdout.trimEnd().split("\n").at(-1)).toBe(
       "hybrid MBR is correct for a Raspberry Pi 2/3",
     );
-    const esp = partition("EFI-SYSTEM");
+    const boot = partition("boot");
     expect(r.stdout).toMatch(
       new RegExp(
         `^MBR\\s+1\\s+${esp.start}\\s+${esp.end}\\s+${esp.sectors}\\s+0x0C FAT32 \\(LBA\\)\\s+bootable  = GPT 2 EFI-SYSTEM$`,
