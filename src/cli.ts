@@ -12,6 +12,7 @@ import {
   jsonError,
   jsonRequested,
   ProvisionError,
+  parserErrorOutput,
   reportError,
   UsageError,
 } from "./errors.js";
@@ -147,21 +148,7 @@ function buildProgram(argv: string[]): Command {
   // With --json, a parser error (a bad value, an unknown flag, flags that cannot go
   // together) is a JSON document on stdout too. Set before the commands: they inherit it.
   program.configureOutput({
-    outputError: (str, write) => {
-      write(str);
-      if (jsonRequested(argv))
-        process.stdout.write(
-          jsonError(
-            new UsageError(
-              str
-                .trim()
-                .split("\n")[0]
-                ?.replace(/^error: /, "") ?? "",
-            ),
-            () => (isQemuTestArgv(argv) ? QEMU_EXIT.NOT_STARTED : EXIT.USAGE),
-          ),
-        );
-    },
+    outputError: parserErrorOutput(argv, isQemuTestArgv(argv) ? QEMU_EXIT.NOT_STARTED : EXIT.USAGE),
   });
   program
     .name("provision")

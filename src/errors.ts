@@ -160,3 +160,24 @@ export function jsonRequested(argv: readonly string[]): boolean {
   const end = argv.indexOf("--");
   return (end === -1 ? argv : argv.slice(0, end)).includes("--json");
 }
+
+/**
+ * commander's outputError: the parser's message (a bad value, an unknown flag, flags that
+ * cannot go together) on stderr and, with --json, as a JSON document on stdout too, with
+ * the exit code the command gives parser errors.
+ */
+export function parserErrorOutput(
+  argv: readonly string[],
+  exitCode: number,
+): (str: string, write: (s: string) => void) => void {
+  return (str, write) => {
+    write(str);
+    if (!jsonRequested(argv)) return;
+    const line =
+      str
+        .trim()
+        .split("\n")[0]
+        ?.replace(/^error: /, "") ?? "";
+    process.stdout.write(jsonError(new UsageError(line), () => exitCode));
+  };
+}

@@ -17,3 +17,4 @@ export type { SafetyOptions } from "./safety.js";
 export { checkTargetSafe, dropPageCache, ensureWholeDisk, unmountPartitions } from "./safety.js";
 export type { BlockTarget, FileTarget, Target, TargetPartition } from "./target.js";
 export { inspectTarget, listCandidateDisks } from "./target.js";
+export { wipeOnUrgentExit, zeroSync } from "./wipe.js";

@@ -4,7 +4,6 @@
  * and then failed is made unbootable (its partition tables wiped) unless preserveOnError,
  * and the result says so.
  */
-import { closeSync, fsyncSync, openSync, unlinkSync, writeSync } from "node:fs";
 import { mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,6 +32,7 @@ import {
   inspectTarget,
   type Target,
   unmountPartitions,
+  wipeOnUrgentExit,
 } from "../disk/index.js";
 import { describeError, EXIT, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { requirePrograms } from "../exec/index.js";
@@ -43,7 +43,6 @@ import {
   mergeFragments,
   parseIgnitionText,
 } from "../ignition/index.js";
-import { onUrgentExit } from "../lifecycle.js";
 import { repairUnitFragment } from "../mbr/index.js";
 import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
 import { type BootOptions, type BootResult, bootTest } from "../qemu/index.js";
@@ -364,7 +363,10 @@ async function flashImpl(
     `writing ${resolved.description} (${imageSize ? formatBytes(imageSize) : "size unknown"}) ${label}`,
   );
   const writeStarted = Date.now();
-  const disarm = dests.map((d) => armForcedExitWipe(d, fileExisted.get(d.path) ?? true));
+  // Until each target is written (or wiped after a failure), a forced exit wipes it.
+  const disarm = dests.map((d) =>
+    wipeOnUrgentExit(d, fileExisted.get(d.path) ?? true, "flash it again"),
+  );
   const input = await openDecompressed(local.path, { signal });
   const written = await writeToAll(input.stream, dests, {
     digests: verify,
@@ -542,33 +544,6 @@ async function checkImageEspFat32(headBytes: Buffer): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/**
- * Until the target is written (or wiped after a failure), a forced exit (a second Ctrl-C,
- * an internal error) must not leave a half-written target that looks bootable: remove a
- * file we created, or zero its first MiB (MBR, primary GPT), synchronously. Returns the
- * function that disarms it.
- */
-function armForcedExitWipe(d: Destination, existed: boolean): () => void {
-  return onUrgentExit(() => {
-    try {
-      if (d.kind === "file" && !existed) {
-        unlinkSync(d.path);
-        return `removed the partial ${d.path}`;
-      }
-      const fd = openSync(d.path, "r+");
-      try {
-        writeSync(fd, Buffer.alloc(1 << 20), 0, 1 << 20, 0);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      return `zeroed the first MiB of ${d.path}: it cannot boot; flash it again`;
-    } catch (err) {
-      return `could not wipe ${d.path} (${describeError(err)}): it is half-written; do not boot it`;
-    }
-  });
 }
 
 /** Zero the first and last MiB (MBR, primary and backup GPT), or remove a file we created. */

@@ -43,6 +43,7 @@ interface Slot {
 }
 
 const IN_FLIGHT = 4;
+const FIRST_MIB = 1 << 20;
 
 async function openDestination(d: Destination): Promise<FileHandle> {
   if (d.kind === "block") {
@@ -109,8 +110,13 @@ export async function writeToAll(
     slots.map(async (s) => {
       try {
         s.fh = await openDestination(s.dest);
-        // Opening a file truncates it: its old content is gone from here on.
+        // Opening a file truncates it: its old content is gone from here on. A disk loses
+        // its old partition table first (the new one is written last).
         if (s.dest.kind === "file") s.result.touched = true;
+        else {
+          s.result.touched = true;
+          await writeFully(s.fh, Buffer.alloc(FIRST_MIB), 0, FIRST_MIB, 0);
+        }
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         fail(
@@ -141,9 +147,26 @@ export async function writeToAll(
   const inFlight: Promise<Buffer>[] = [];
   let position = 0;
 
+  // The first block (MBR, primary GPT) is written last, after every other block landed, as
+  // coreos-installer does: until then the target's first MiB is zeros, so an interrupted
+  // write (kill -9, a pulled card, power loss) never leaves a partition table that points at
+  // half-written partitions, and a forced exit's wipe is not undone by a write in flight.
+  let first: { buf: Buffer; len: number; runs: [number, number][] } | undefined;
   const dispatch = (buf: Buffer, len: number, at: number): Promise<Buffer> => {
     const runs = nonZeroRuns(buf, len);
     digests?.push(blockDigest(buf, len, runs));
+    if (at === 0) {
+      first = { buf: Buffer.from(buf.subarray(0, len)), len, runs };
+      return Promise.resolve(buf);
+    }
+    return writeBlock(buf, len, at, runs);
+  };
+  const writeBlock = (
+    buf: Buffer,
+    len: number,
+    at: number,
+    runs: [number, number][],
+  ): Promise<Buffer> => {
     const writes = alive().map(async (s) => {
       const fh = s.fh as FileHandle;
       try {
@@ -162,7 +185,7 @@ export async function writeToAll(
           s.result.touched = true;
           await writeFully(fh, buf, 0, len, at);
         }
-        s.result.bytesWritten = at + len;
+        s.result.bytesWritten = Math.max(s.result.bytesWritten, at + len);
       } catch (err) {
         fail(s, targetError(s.dest, err, at));
       }
@@ -207,6 +230,8 @@ export async function writeToAll(
   if (readError && !(readError instanceof Error && readError.message === "every target failed")) {
     for (const s of slots) fail(s, readError);
   }
+  // Everything else is on every good target: now the partition table.
+  if (first && alive().length > 0) await writeBlock(first.buf, first.len, 0, first.runs);
   // Sparse files end at the image size even when the image ends in zeros.
   await Promise.all(
     alive().map(async (s) => {

@@ -9,16 +9,7 @@
  * after writing started removes an image file we created, or clears the partition table of
  * a disk, and says so.
  */
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  openSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -31,6 +22,8 @@ import {
   inspectTarget,
   type Target,
   unmountPartitions,
+  wipeOnUrgentExit,
+  zeroSync,
 } from "../disk/index.js";
 import {
   describeError,
@@ -305,7 +298,7 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     // Writing starts: from here a failure must leave nothing that looks like a stick, and so
     // must a forced exit.
     const existed = target.kind === "file" && target.exists;
-    const forgetTarget = onUrgentExit(() => undoPartialStickSync(target, existed));
+    const forgetTarget = wipeOnUrgentExit(target, existed, "run pxe-stick again");
     try {
       if (signal?.aborted) throw new InterruptedError();
       if (target.kind === "file") {
@@ -460,40 +453,6 @@ function annotate(err: unknown, incomplete: string): unknown {
       exitCode: err.exitCode,
     });
   return new ProvisionError(`${describeError(err)} (${incomplete})`);
-}
-
-/** Write `length` zero bytes at `offset`, synchronously (for the urgent cleanups). */
-function zeroSync(path: string, offset: number, length: number): void {
-  const fd = openSync(path, "r+");
-  try {
-    const zeros = Buffer.alloc(length);
-    let done = 0;
-    while (done < length) done += writeSync(fd, zeros, done, length - done, offset + done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * The forced-exit counterpart of undoPartialStick, synchronous: a file we created goes; a
- * disk or existing file loses its first MiB (protective MBR and GPT, so firmware and kernel
- * see no partitions).
- */
-function undoPartialStickSync(target: Target, existed: boolean): string | undefined {
-  try {
-    if (target.kind === "file" && !existed) {
-      if (!existsSync(target.path)) return undefined;
-      unlinkSync(target.path);
-      return `removed the partial ${target.path}`;
-    }
-    // An image file may be shorter than a MiB yet (just truncated): do not grow it.
-    const length = target.kind === "file" ? Math.min(MiB, statSync(target.path).size) : MiB;
-    zeroSync(target.path, 0, length);
-    return `zeroed the first MiB of ${target.path}: it cannot boot; run pxe-stick again`;
-  } catch (err) {
-    return `could not wipe ${target.path} (${describeError(err)}): it is half-written; do not boot it`;
-  }
 }
 
 /** A file we created goes; a disk or existing file loses its partition table. */

@@ -5,7 +5,7 @@
  * only what qemu-test needs. Same command definition and error handling as src/cli.ts.
  */
 import { Command } from "commander";
-import { EXIT, jsonError, jsonRequested, reportError, UsageError } from "../errors.js";
+import { EXIT, jsonError, jsonRequested, parserErrorOutput, reportError } from "../errors.js";
 import { finalExitCode, installLastResort, runUrgentCleanups } from "../lifecycle.js";
 import { applySourceOptions } from "../source/options.js";
 import { QEMU_EXIT } from "./boot.js";
@@ -15,23 +15,7 @@ export async function main(argv: string[]): Promise<number> {
   installLastResort();
   if (argv.includes("--debug")) process.env.PROVISION_DEBUG = "1";
   const program = new Command()
-    .configureOutput({
-      outputError: (str, write) => {
-        write(str);
-        if (jsonRequested(argv))
-          process.stdout.write(
-            jsonError(
-              new UsageError(
-                str
-                  .trim()
-                  .split("\n")[0]
-                  ?.replace(/^error: /, "") ?? "",
-              ),
-              () => QEMU_EXIT.NOT_STARTED,
-            ),
-          );
-      },
-    })
+    .configureOutput({ outputError: parserErrorOutput(argv, QEMU_EXIT.NOT_STARTED) })
     .name("provision")
     .option("--debug", "on an internal error, also print its stack trace")
     .showHelpAfterError("(run with --help for usage)")

@@ -488,23 +488,59 @@ describe("signals and two writers", () => {
   });
 
   it("a second Ctrl-C exits at once and still wipes: an existing target's first MiB is zeroed", async () => {
+    // A slow card (every write to the target sleeps 300 ms, through the fault shim) keeps the
+    // first Ctrl-C's own cleanup busy, so the second one lands on the forced exit.
+    await faultShim();
     const out = join(work, "double.img");
     await writeFile(out, Buffer.alloc(2 << 20, 0xaa)); // an existing file: wiped, not removed
     const child = start(["flash", out, "--image-url", fixture("big.img.xz")], {
       XDG_CACHE_HOME: await mkdtemp(join(work, "cache-dbl-")),
+      ...faultEnv({ path: out, op: "write", errno: "EIO", afterBytes: 2 ** 50, delayMs: 300 }),
     });
     await waitFor(child, "writing ");
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 300));
     // process.kill: execa's kill() sends a signal once and ignores a second call.
     process.kill(child.pid as number, "SIGINT");
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor(child, "stopping");
     process.kill(child.pid as number, "SIGINT");
     const r = await child;
     expectClean(String(r.stderr));
     expect(r.exitCode).toBe(130);
+    expect(String(r.stderr)).toMatch(
+      /Ctrl-C again: exiting now; .*zeroed the first MiB of .*double\.img: it cannot boot; flash it again/,
+    );
     const head = (await readFile(out)).subarray(0, 1 << 20);
     expect(head.every((b) => b === 0)).toBe(true);
     expect(await processesMentioning("big.img.xz")).toEqual([]);
+  });
+
+  it("kill -9 while writing a disk: the old partition table is gone and the new one not yet written", async () => {
+    // Nothing can run on SIGKILL: the first MiB (MBR, primary GPT) is zeroed before writing
+    // and the image's own is written last, so the disk shows no partitions, old or new.
+    await faultShim();
+    const backing = join(work, "kill9.bin");
+    await execa("truncate", ["-s", "700M", backing]);
+    await execa("sgdisk", ["-n", "1:2048:+100M", "-t", "1:EF00", backing]);
+    const loop = await attachLoop(backing);
+    try {
+      const child = start(["flash", loop, "--image-url", fixture("big.img.xz"), "--yes"], {
+        XDG_CACHE_HOME: await mkdtemp(join(work, "cache-k9-")),
+        ...faultEnv({ path: loop, op: "write", errno: "EIO", afterBytes: 2 ** 50, delayMs: 50 }),
+      });
+      await waitFor(child, "writing ");
+      await new Promise((r) => setTimeout(r, 1000));
+      process.kill(child.pid as number, "SIGKILL");
+      await child;
+      const p = await execa("sgdisk", ["-p", loop], { reject: false });
+      expect(String(p.stdout) + String(p.stderr)).not.toMatch(/^\s+1\s+2048\s/m);
+      const head = Buffer.alloc(1 << 20);
+      const fh = await import("node:fs/promises").then((m) => m.open(loop, "r"));
+      await fh.read(head, 0, head.length, 0);
+      await fh.close();
+      expect(head.every((b) => b === 0)).toBe(true);
+    } finally {
+      await detachLoop(loop);
+    }
   });
 
   it("two flashes of one target: the second refuses at once, the first finishes verified", async () => {

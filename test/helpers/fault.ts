@@ -61,6 +61,9 @@ export interface FaultOptions {
   /** Append a line per target open and per injected failure to this file (to prove the failure
    * the product reports is the injected one). */
   log?: string;
+  /** Every matching call first sleeps this long (a slow card): with an afterBytes that is never
+   * reached, the I/O is only slow. */
+  delayMs?: number;
 }
 
 /**
@@ -88,5 +91,6 @@ export function faultEnv(opts: FaultOptions): Record<string, string> {
     UV_USE_IO_URING: "0",
   };
   if (opts.log) env.FAULT_LOG = path.resolve(opts.log);
+  if (opts.delayMs) env.FAULT_DELAY_MS = String(opts.delayMs);
   return env;
 }

@@ -74,7 +74,7 @@ describe("provision mbr show", () => {
     expect(r.stdout.trimEnd().split("\n").at(-1)).toBe(
       "hybrid MBR is correct for a Raspberry Pi 2/3",
     );
-    const boot = partition("boot");
+    const esp = partition("EFI-SYSTEM");
     expect(r.stdout).toMatch(
       new RegExp(
         `^MBR\\s+1\\s+${esp.start}\\s+${esp.end}\\s+${esp.sectors}\\s+0x0C FAT32 \\(LBA\\)\\s+bootable  = GPT 2 EFI-SYSTEM$`,
