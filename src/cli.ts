@@ -17,6 +17,7 @@ import {
   UsageError,
 } from "./errors.js";
 import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
+import { registerFleet } from "./fleet/cli.js";
 import { registerPxeStick } from "./ipxe/cli.js";
 import {
   finalExitCode,
@@ -304,6 +305,7 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
 
   registerQemuTest(program);
   applySourceOptions(program);
+  registerFleet(program);
   registerPxeStick(program, { version: VERSION, makeReporter, interruptSignal });
 
   const cache = program

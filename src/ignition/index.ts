@@ -8,8 +8,10 @@ export { editKernelArgs, embedIgnition, type TargetOs } from "./embed.js";
 export {
   type IgnitionConfig,
   type LoadOptions,
+  isButane,
   loadIgnitionConfig,
+  parseConfigText,
   parseIgnitionText,
   SUPPORTED_SPEC_VERSIONS,
 } from "./load.js";
-export { mergeFragments } from "./merge.js";
+export { dataUrl, mergeFragments } from "./merge.js";

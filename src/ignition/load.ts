@@ -73,9 +73,21 @@ export async function loadIgnitionConfig(
     throw new UsageError("no Ignition config given");
   }
 
-  const text = decodeUtf8(bytes, origin);
+  return await parseConfigText(decodeUtf8(bytes, origin), origin, { ...opts, filesDir });
+}
+
+/**
+ * A config already in memory, Ignition JSON or Butane (compiled with `butane`, its `local:`
+ * references resolved in `filesDir`), checked like a file (the fleet builds its fragments
+ * this way, after putting the host's variables in).
+ */
+export async function parseConfigText(
+  text: string,
+  origin: string,
+  opts: LoadOptions & { filesDir?: string } = {},
+): Promise<IgnitionConfig> {
   if (isButane(text)) {
-    const compiled = await compileButane(text, origin, filesDir, opts.signal);
+    const compiled = await compileButane(text, origin, opts.filesDir, opts.signal);
     return check(compiled, origin, opts, true);
   }
   return check(text, origin, opts, false);
