@@ -187,6 +187,14 @@ function buildProgram(argv: string[]): Command {
       "Ignition config (.ign JSON; Butane .bu is compiled when butane is installed)",
     )
     .option("--ignition-url <url>", "fetch the Ignition config from this URL and embed it")
+    .option(
+      "--host <name>",
+      "a host of the inventory (provision.yaml): its OS, arch, board, firmware, kernel args, disk and config",
+    )
+    .option(
+      "--inventory <file>",
+      "with --host: the inventory (default: provision.yaml here or above)",
+    )
     .option("--append-karg <arg>", "add a kernel argument (repeatable)", collect)
     .option(
       "--delete-karg <arg>",
@@ -254,11 +262,34 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
 4 a required program is missing, 130 interrupted. With --then-test, a target that was
 written but did not boot (or could not be booted) makes the exit code 1.`,
     )
-    .action(async (targetArgs: string[], o: Record<string, unknown>) => {
+    .action(async (targetArgs: string[], o: Record<string, unknown>, cmd: Command) => {
       const reporter = makeReporter(o);
       const signal = interruptSignal(reporter);
       const isTTY = Boolean(process.stdin.isTTY && process.stderr.isTTY);
       let targets = targetArgs;
+      // --host: the inventory's host gives the defaults and the config (built now, with its
+      // secret values: this config goes onto the target and nowhere else).
+      let fromHost: Awaited<ReturnType<typeof import("./fleet/use.js").useHost>> | undefined;
+      if (o.host !== undefined) {
+        if (o.ignition !== undefined || o.ignitionUrl !== undefined)
+          throw new UsageError(
+            `--host and ${o.ignition !== undefined ? "--ignition" : "--ignition-url"} cannot go together: the host's config comes from the inventory`,
+            "add the fragment to the host's ignition list instead",
+          );
+        const { useHost } = await import("./fleet/use.js");
+        fromHost = await useHost(cmd, o, {
+          secrets: "values",
+          warn: (l) => reporter.warn(l),
+          kargsOption: "appendKarg",
+          signal,
+        });
+        reporter.info(
+          `host ${fromHost.host.name}: config ${fromHost.fingerprint.sha256.slice(0, 12)} built from ${fromHost.fingerprint.sources.length} source file(s)`,
+        );
+        if (targets.length === 0 && fromHost.host.disk) targets = [fromHost.host.disk];
+      } else if (o.inventory !== undefined) {
+        throw new UsageError("--inventory needs --host");
+      }
       if (targets.length === 0) {
         if (!isTTY)
           throw new ProvisionError("no target given", {
@@ -281,6 +312,7 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
         requireSignature: source.requireSignature,
         ignitionFile: o.ignition as string | undefined,
         ignitionUrl: o.ignitionUrl as string | undefined,
+        ignitionConfig: fromHost?.config,
         appendKargs: o.appendKarg as string[] | undefined,
         deleteKargs: o.deleteKarg as string[] | undefined,
         sparse: Boolean(o.sparse),

@@ -67,6 +67,11 @@ export interface FlashOptions {
   keyrings?: string[];
   requireSignature?: boolean;
   ignitionFile?: string;
+  /**
+   * A config already built (fleet: a host's, which carries the hybrid-MBR repair unit
+   * itself when its board needs one).
+   */
+  ignitionConfig?: IgnitionConfig;
   ignitionUrl?: string;
   appendKargs?: string[];
   deleteKargs?: string[];
@@ -219,7 +224,11 @@ async function flashImpl(
     reporter.info(`Ignition config ${ignition.origin} is valid (spec ${ignition.version})`);
     for (const w of ignition.warnings ?? []) reporter.warn(w);
   }
-  if (boardInfo(opts.board).needsHybridMbr) {
+  if (opts.ignitionConfig) {
+    if (ignition) throw new UsageError("give one Ignition config");
+    ignition = opts.ignitionConfig;
+  }
+  if (boardInfo(opts.board).needsHybridMbr && !opts.ignitionConfig) {
     // Ignition rewrites the GPT on first boot and drops the hybrid MBR: ship the unit that
     // restores it. The user's config is kept byte for byte and wins on conflicts.
     ignition = ignition

@@ -7,8 +7,8 @@
 export { editKernelArgs, embedIgnition, type TargetOs } from "./embed.js";
 export {
   type IgnitionConfig,
-  type LoadOptions,
   isButane,
+  type LoadOptions,
   loadIgnitionConfig,
   parseConfigText,
   parseIgnitionText,

@@ -83,6 +83,8 @@ export interface BootOptions {
   /** Attach the disk as a USB stick instead of virtio-blk (a pxe-stick, a live USB). */
   usb?: boolean;
   net?: "none" | "user";
+  /** The guest's MAC address on the user network (fleet: the host's first MAC). */
+  mac?: string;
   /** Run this command over SSH as `core` once sshd answers (implies net "user"). */
   ssh?: string;
   /** Regexes that must all appear on the console. Default: a login prompt (none with ssh). */
@@ -287,7 +289,7 @@ async function prepare(opts: BootOptions, result: BootResult, run: RunState): Pr
       disk: disk.overlay,
       usb: opts.usb,
       ignition: config.file ? { file: config.file, fwCfgName: FW_CFG_NAME[os] } : undefined,
-      net: net === "user" ? { sshPort } : undefined,
+      net: net === "user" ? { sshPort, mac: opts.mac } : undefined,
       interactive: opts.interactive,
     };
     if (config.config && opts.ignitionFile !== undefined)

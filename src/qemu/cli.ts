@@ -99,6 +99,14 @@ export function registerQemuTest(program: Command): Command {
       "-i, --ignition <file>",
       "Ignition config (.ign; Butane .bu when butane is installed), validated as flash does",
     )
+    .option(
+      "--host <name>",
+      "boot an inventory host's config (provision.yaml), with its first MAC as the guest's",
+    )
+    .option(
+      "--inventory <file>",
+      "with --host: the inventory (default: provision.yaml here or above)",
+    )
     .addOption(
       new Option(
         "--arch <arch>",
@@ -202,13 +210,28 @@ Exit codes: 0 pass, 1 boot failed (a failure pattern, QEMU exited early, --ssh c
 failed), 2 timeout, 3 could not start (missing qemu or firmware, bad input, invalid
 Ignition config), 130 interrupted.`,
     )
-    .action(async (image: string | undefined, o: Record<string, unknown>) => {
+    .action(async (image: string | undefined, o: Record<string, unknown>, cmd: Command) => {
       const reporter = makeReporter(Boolean(o.quiet) || Boolean(o.printCommand));
       const signal = interruptSignal(reporter);
       let result: BootResult;
       try {
         if (image !== undefined && o.imageUrl !== undefined)
           throw notStarted("give an image argument or --image-url, not both");
+        // --host: the host's config (secret values as placeholders: a test VM is not the
+        // machine) and its first MAC; its os/arch/stream are the defaults.
+        let fromHost: Awaited<ReturnType<typeof import("../fleet/use.js").useHost>> | undefined;
+        if (o.host !== undefined) {
+          if (o.ignition !== undefined)
+            throw notStarted(
+              "--host and --ignition cannot go together: the host's config comes from the inventory",
+            );
+          const { useHost } = await import("../fleet/use.js");
+          fromHost = await useHost(cmd, o, {
+            secrets: "placeholder",
+            warn: (l) => reporter.warn(l),
+            signal,
+          });
+        } else if (o.inventory !== undefined) throw notStarted("--inventory needs --host");
         const source = imageSourceFrom(o);
         const input: BootInput =
           image !== undefined
@@ -230,6 +253,8 @@ Ignition config), 130 interrupted.`,
           usb: Boolean(o.usb),
           accel: o.accel as AccelChoice,
           ignitionFile: o.ignition as string | undefined,
+          ignition: fromHost?.config,
+          mac: fromHost?.host.macs[0],
           memoryMiB: positiveInt(o.memory, "--memory"),
           cpus: positiveInt(o.cpus, "--cpus"),
           net: o.net as "none" | "user",

@@ -25,7 +25,7 @@ export interface QemuSpec extends MachineSpec {
   /** The Ignition config file and the fw_cfg name it goes under. */
   ignition?: { file: string; fwCfgName: string };
   /** User networking; with a host port forwarded to the guest's SSH port. */
-  net?: { sshPort?: number };
+  net?: { sshPort?: number; mac?: string };
   /** Serial console multiplexed with the monitor on the terminal (Ctrl-A X quits). */
   interactive?: boolean;
 }
@@ -83,7 +83,8 @@ export function qemuArgs(spec: QemuSpec): string[] {
   }
   if (spec.net) {
     const fwd = spec.net.sshPort ? `,hostfwd=tcp:127.0.0.1:${spec.net.sshPort}-:22` : "";
-    args.push("-netdev", `user,id=n0${fwd}`, "-device", "virtio-net-pci,netdev=n0");
+    const mac = spec.net.mac ? `,mac=${spec.net.mac}` : "";
+    args.push("-netdev", `user,id=n0${fwd}`, "-device", `virtio-net-pci,netdev=n0${mac}`);
   }
   // Entropy for the guest: without it early boot can stall waiting for the RNG.
   args.push("-device", "virtio-rng-pci");
