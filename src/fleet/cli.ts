@@ -8,6 +8,7 @@ import { basename, dirname, join } from "node:path";
 import type { Command } from "commander";
 import { describeError, EXIT, ProvisionError, UsageError } from "../errors.js";
 import { type BuiltHost, buildHost, type SourceFile } from "./build.js";
+import { flattenConfig } from "./flatten.js";
 import { displayPath, findInventory, loadInventory } from "./inventory.js";
 import { readSecret } from "./secrets.js";
 import type { Host, Inventory } from "./types.js";
@@ -185,11 +186,15 @@ export function registerFleet(program: Command): Command {
   inventoryOption(fleet.command("show"))
     .description("print a host's built Ignition config (secret values masked)")
     .argument("<host>", "host name")
-    .action(async (name: string, o: { inventory?: string }) => {
+    .option("--flatten", "merge the parts into one plain config, to read what the machine applies")
+    .option("--json", "with the fingerprint and its sources: {host, fingerprint, config}")
+    .action(async (name: string, o: { inventory?: string; flatten?: boolean; json?: boolean }) => {
       const inv = await inventory(o);
       const [h] = pick(inv, [name]);
       const b = await buildHost(inv, h as Host);
-      out(JSON.stringify(b.config.json, null, 2));
+      const config = o.flatten ? flattenConfig(b.config.json) : b.config.json;
+      if (o.json) out(JSON.stringify({ host: name, fingerprint: b.fingerprint, config }, null, 2));
+      else out(JSON.stringify(config, null, 2));
       err(
         `${name}: fingerprint ${b.fingerprint.sha256}; ${b.fingerprint.sources.length} source file(s)`,
       );

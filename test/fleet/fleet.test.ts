@@ -105,6 +105,62 @@ describe("provision fleet", () => {
     expect(v.exitCode, String(v.stderr)).toBe(0);
   });
 
+  it("show --flatten: one plain config, what the machine applies, valid for Ignition", async () => {
+    const r = await cli(["fleet", "show", "pi-dns", "--flatten"]);
+    expect(r.code, r.stderr).toBe(0);
+    const flat = JSON.parse(r.stdout);
+    expect(flat.ignition).toEqual({ version: "3.3.0" });
+    const paths = flat.storage.files.map((f: { path: string }) => f.path).sort();
+    expect(paths).toEqual([
+      "/etc/dnsmasq.d/upstream.conf",
+      "/etc/hostname",
+      "/etc/provision/site",
+      "/etc/ssh/sshd_config.d/40-provision.conf",
+      "/etc/zincati/config.d/55-updates-strategy.toml",
+      "/usr/local/sbin/provision-hybrid-mbr",
+    ]);
+    expect(flat.storage.links).toEqual([
+      expect.objectContaining({
+        path: "/etc/localtime",
+        target: "../usr/share/zoneinfo/Europe/Berlin",
+      }),
+    ]);
+    expect(flat.systemd.units.map((u: { name: string }) => u.name)).toContain(
+      "provision-hybrid-mbr.service",
+    );
+    expect(flat.passwd.users).toEqual([
+      expect.objectContaining({
+        name: "core",
+        sshAuthorizedKeys: [expect.stringMatching(/^ssh-ed25519 /)],
+      }),
+    ]);
+    const f = join(work, "flat.ign");
+    await writeFile(f, r.stdout);
+    const v = await execa("ignition-validate", [f], { reject: false });
+    expect(v.exitCode, String(v.stderr)).toBe(0);
+    // A later fragment wins over an earlier one for the same file.
+    const host = join(fleet, "hosts", "pi-dns.ign");
+    const before = await readFile(host, "utf8");
+    const j = JSON.parse(before);
+    j.storage.files.push({
+      path: "/etc/provision/site",
+      mode: 384,
+      contents: { source: "data:,override%0A" },
+    });
+    await writeFile(host, JSON.stringify(j));
+    try {
+      const o = JSON.parse((await cli(["fleet", "show", "pi-dns", "--flatten"])).stdout);
+      const site = o.storage.files.filter(
+        (x: { path: string }) => x.path === "/etc/provision/site",
+      );
+      expect(site).toEqual([
+        { path: "/etc/provision/site", mode: 384, contents: { source: "data:,override%0A" } },
+      ]);
+    } finally {
+      await writeFile(host, before);
+    }
+  });
+
   it("build, then the seed case: an edit to common.ign rewrites every host and is named; diff sees it", async () => {
     const out = join(work, "published");
     const first = await cli(["fleet", "build", "--out", out]);
