@@ -196,6 +196,14 @@ export function registerPxeStick(program: Command, h: CliHelpers): Command {
     )
     .option("--hostname <name>", "the node's host name (kernel argument systemd.hostname=)")
     .option(
+      "--host <name>",
+      "an inventory host (provision.yaml): its OS, arch, stream/channel, kernel args, host name and secrets",
+    )
+    .option(
+      "--inventory <file>",
+      "with --host: the inventory (default: provision.yaml here or above)",
+    )
+    .option(
       "--kernel-arg <arg>",
       "an extra kernel argument (repeatable), e.g. console=ttyS0,115200",
       collect,
@@ -270,11 +278,26 @@ Exit codes: 0 ok, 1 failed, 2 bad input (flags, secrets, iPXE binary), 3 refused
 disk, mounted, too small, not confirmed), 4 a required program is missing, 130 interrupted
 (143 by SIGTERM, 129 by SIGHUP).`,
     )
-    .action(async (target: string | undefined, o: Record<string, unknown>) => {
+    .action(async (target: string | undefined, o: Record<string, unknown>, self: Command) => {
       if (o.printIgnition) {
         process.stdout.write(`${JSON.stringify(secretsFragment(), null, 2)}\n`);
         return;
       }
+      // --host: the inventory's fields as defaults (a flag wins and says so), the host name,
+      // and its secrets read now for the volume (never printed, never in argv).
+      const hostSecrets: string[] = [];
+      if (o.host !== undefined) {
+        const { useHost } = await import("../fleet/use.js");
+        const { readSecret } = await import("../fleet/secrets.js");
+        const used = await useHost(self, o, {
+          secrets: "placeholder",
+          warn: (l) => process.stderr.write(`warning: ${l}\n`),
+          kargsOption: "kernelArg",
+        });
+        if (o.hostname === undefined) o.hostname = used.host.name;
+        for (const [name, src] of Object.entries(used.host.secrets))
+          hostSecrets.push(`${name}=${await readSecret(name, src)}`);
+      } else if (o.inventory !== undefined) throw new UsageError("--inventory needs --host");
       const printScript = Boolean(o.printScript);
       const isTTY = Boolean(process.stdin.isTTY && process.stderr.isTTY);
       if (!target && !printScript) {
@@ -306,7 +329,7 @@ disk, mounted, too small, not confirmed), 4 a required program is missing, 130 i
           ipxeEfi: o.ipxeEfi as string | undefined,
           ipxeLkrn: o.ipxeLkrn as string | undefined,
           sshKeys: o.sshKey as string[] | undefined,
-          secrets: o.secret as string[] | undefined,
+          secrets: [...((o.secret as string[] | undefined) ?? []), ...hostSecrets],
           secretsEnv: o.secretsEnv as string[] | undefined,
           secretsDir: o.secretsDir as string | undefined,
           secretsWritable: Boolean(o.secretsWritable),

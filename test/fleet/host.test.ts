@@ -170,6 +170,70 @@ describe("flash --host", () => {
   });
 });
 
+describe("pxe-stick --host", () => {
+  it("takes the host's OS, host name, kernel args and secrets; the values land on the volume only", async () => {
+    const FX = join(repoRoot, ".cache", "pxe-fixture");
+    const r0 = spawnSync("bash", [join(repoRoot, "fixtures", "build-pxe-fixture.sh"), FX], {
+      stdio: "inherit",
+    });
+    if (r0.status !== 0) throw new Error("fixtures/build-pxe-fixture.sh failed");
+    const dir = join(work, "pxefleet");
+    await execa("mkdir", ["-p", dir]);
+    await writeFile(join(dir, "token.txt"), "file-secret-1b2c\n");
+    await writeFile(
+      join(dir, "provision.yaml"),
+      [
+        "hosts:",
+        "  node1:",
+        "    os: flatcar",
+        "    channel: beta",
+        "    arch: x86_64",
+        "    boot: pxe",
+        '    kargs: ["console=ttyS0,115200n8"]',
+        "    secrets:",
+        "      K3S_TOKEN: env:K3S_TOKEN",
+        "      EXTRA: file:token.txt",
+        "",
+      ].join("\n"),
+    );
+    const img = join(work, "stick.img");
+    const r2 = await cli(
+      [
+        "pxe-stick",
+        img,
+        "--host",
+        "node1",
+        "--ipxe-efi",
+        join(FX, "ipxe", "ipxe.efi"),
+        "--boot",
+        "uefi",
+        "--ignition-url",
+        "http://10.0.2.2:8000/node1.ign",
+        "--json",
+      ],
+      dir,
+    );
+    expect(r2.code, r2.stderr).toBe(0);
+    const rep = JSON.parse(r2.stdout);
+    expect(rep.os).toMatch(/^Flatcar beta/);
+    expect(rep.script).toMatch(/systemd\.hostname=node1/);
+    expect(rep.script).toMatch(/console=ttyS0,115200n8/);
+    expect(rep.secrets.files).toEqual(expect.arrayContaining(["K3S_TOKEN", "EXTRA"]));
+    for (const out of [r2.stdout, r2.stderr]) {
+      expect(out).not.toContain("file-secret-1b2c");
+      expect(out).not.toMatch(/=t\b/);
+    }
+    const { readGpt } = await import("../../src/gpt/index.js");
+    const vol = (await readGpt(img)).partitions.find((p) => p.name === "secrets");
+    const cat = async (f: string) =>
+      String(
+        (await execa("debugfs", ["-R", `cat /${f}`, `${img}?offset=${vol?.offsetBytes}`])).stdout,
+      );
+    expect(await cat("EXTRA")).toBe("file-secret-1b2c");
+    expect(await cat("K3S_TOKEN")).toBe("t");
+  }, 300_000);
+});
+
 describe("qemu-test --host", () => {
   let img: string;
   beforeAll(async () => {
