@@ -16,9 +16,10 @@
  * them, for a config that goes onto a target and nowhere else.
  */
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
-import { dirname } from "node:path";
+import { readdir, readFile } from "node:fs/promises";
+import { dirname, isAbsolute, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
 import { describeError, UsageError } from "../errors.js";
 import {
   type IgnitionConfig,
@@ -104,7 +105,8 @@ export async function buildHost(
       filesDir: dirname(ref.path),
       signal: opts.signal,
     });
-    if (butane) for (const f of butaneLocalFiles(text, dirname(ref.path))) await read(f, ref.at);
+    if (butane)
+      for (const f of await butaneLocalFiles(text, dirname(ref.path))) await read(f, ref.at);
     cfg = await inlineLocalSources(cfg, shown, (p) => read(p, ref.at));
     configs.push(cfg);
   }
@@ -131,14 +133,47 @@ export async function buildHost(
   };
 }
 
-/** Files a Butane config pulls in with `local:` (relative to its files dir). */
-function butaneLocalFiles(text: string, dir: string): string[] {
-  const out: string[] = [];
-  for (const m of text.matchAll(/^\s*(?:-\s*)?local:\s*["']?([^"'\n#]+?)["']?\s*$/gm)) {
-    const rel = m[1]?.trim();
-    if (rel) out.push(rel.startsWith("/") ? rel : `${dir}/${rel}`);
+/**
+ * Files a Butane config pulls in from its files dir: `local:` under `contents`/`append`
+ * (files, certificate authorities, merged configs), `trees` (every file under the directory),
+ * `contents_local` (units, drop-ins) and `ssh_authorized_keys_local`. Read from the parsed
+ * YAML, so a `local:` inside a file's inline text is not mistaken for one.
+ */
+export async function butaneLocalFiles(text: string, dir: string): Promise<string[]> {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch {
+    return []; // butane itself reported the syntax error
   }
-  return out;
+  const out: string[] = [];
+  const abs = (p: string) => (isAbsolute(p) ? p : join(dir, p));
+  const walk = async (node: unknown, parentKey: string): Promise<void> => {
+    if (Array.isArray(node)) {
+      for (const n of node) await walk(n, parentKey);
+      return;
+    }
+    if (node === null || typeof node !== "object") return;
+    for (const [k, v] of Object.entries(node as Record<string, unknown>)) {
+      if (k === "local" && typeof v === "string") {
+        if (parentKey === "trees") out.push(...(await filesUnder(abs(v))));
+        else out.push(abs(v));
+      } else if (k === "contents_local" && typeof v === "string") {
+        out.push(abs(v));
+      } else if (k === "ssh_authorized_keys_local" && Array.isArray(v)) {
+        for (const f of v) if (typeof f === "string") out.push(abs(f));
+      } else {
+        await walk(v, k);
+      }
+    }
+  };
+  await walk(doc, "");
+  return [...new Set(out)].sort();
+}
+
+async function filesUnder(d: string): Promise<string[]> {
+  const entries = await readdir(d, { withFileTypes: true, recursive: true }).catch(() => []);
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
 }
 
 /**
