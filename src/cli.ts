@@ -41,6 +41,7 @@ import {
   verdictLines,
 } from "./qemu/cli.js";
 import { QEMU_EXIT } from "./qemu/index.js";
+import { registerFleetStatus, registerServe } from "./serve/cli.js";
 import type { Arch, OsName } from "./source/index.js";
 import {
   addImageSourceOptions,
@@ -337,7 +338,8 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
 
   registerQemuTest(program);
   applySourceOptions(program);
-  registerFleet(program);
+  registerFleetStatus(registerFleet(program));
+  registerServe(program);
   registerPxeStick(program, { version: VERSION, makeReporter, interruptSignal });
 
   const cache = program

@@ -1,0 +1,493 @@
+/**
+ * `provision serve`: netboots the fleet of provision.yaml. Every request reads the inventory
+ * and builds what it answers from the sources as they are now, so a config is never stale or
+ * unpublished:
+ *
+ *   GET /boot.ipxe            a fixed script that chains to /ipxe with the machine's MAC,
+ *                             UUID, host name and architecture
+ *   GET /ipxe?mac=&uuid=      the matching host's kernel, initrds and arguments (pointing at
+ *                             /assets and /ignition here); an unknown machine gets a script
+ *                             that says so and retries, and is recorded
+ *   GET /ignition?mac=&uuid=  the host's config, built on this request, ETag = fingerprint
+ *   GET /assets/...           kernel/initrd/rootfs from the verified cache (src/cache),
+ *                             downloaded and checked on first use; Range and HEAD work
+ *   GET /status               what each machine fetched, and whether that is still current
+ *
+ * Every URL handed out carries `token=`; a request without it gets 403. State is kept in one
+ * JSON file written atomically, so a restart (or kill -9) loses nothing.
+ */
+import { createReadStream, renameSync, statSync, writeFileSync } from "node:fs";
+import { mkdir, readFile } from "node:fs/promises";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { basename, dirname } from "node:path";
+import { describeError, ProvisionError } from "../errors.js";
+import { type BuiltHost, buildHost } from "../fleet/build.js";
+import { loadInventory, normalizeMac } from "../fleet/inventory.js";
+import type { Host, Inventory } from "../fleet/types.js";
+import { type PxeBoot, resolveImage, resolvePxe } from "../source/index.js";
+
+export interface HostState {
+  lastIpxe: string | null;
+  lastIgnition: string | null;
+  client: string | null;
+  servedFingerprint: string | null;
+}
+
+export interface UnknownMachine {
+  mac: string | null;
+  uuid: string | null;
+  hostname: string | null;
+  arch: string | null;
+  client: string | null;
+  firstSeen: string;
+  lastSeen: string;
+  requests: number;
+}
+
+export interface ServeState {
+  hosts: Record<string, HostState>;
+  unknown: UnknownMachine[];
+}
+
+export interface ServeOptions {
+  inventoryFile: string;
+  host: string;
+  port: number;
+  token: string;
+  stateFile: string;
+  /** One line per request: JSON lines instead of text. */
+  json?: boolean;
+  log: (line: string) => void;
+  /** Where assets come from and how they are checked (the flags flash has). */
+  source: {
+    flatcarBaseUrl?: string;
+    streamBaseUrl?: string;
+    offline?: boolean;
+    keyrings?: string[];
+  };
+}
+
+export interface RunningServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+const emptyHost = (): HostState => ({
+  lastIpxe: null,
+  lastIgnition: null,
+  client: null,
+  servedFingerprint: null,
+});
+
+export async function loadState(file: string): Promise<ServeState> {
+  try {
+    const s = JSON.parse(await readFile(file, "utf8")) as ServeState;
+    return { hosts: s.hosts ?? {}, unknown: Array.isArray(s.unknown) ? s.unknown : [] };
+  } catch {
+    return { hosts: {}, unknown: [] };
+  }
+}
+
+/** Written to a temporary file and renamed: a reader (or a crash) never sees half of it. */
+function saveState(file: string, state: ServeState): void {
+  writeFileSync(`${file}.tmp`, `${JSON.stringify(state, null, 2)}\n`);
+  renameSync(`${file}.tmp`, file);
+}
+
+/** A host by MAC (any common spelling) or by SMBIOS UUID. */
+export function findHost(
+  inv: Inventory,
+  mac?: string | null,
+  uuid?: string | null,
+): Host | undefined {
+  const m = mac ? normalizeMac(mac) : undefined;
+  const u = uuid?.trim().toLowerCase();
+  return inv.hosts.find(
+    (h) => (m !== undefined && h.macs.includes(m)) || (u && h.uuid !== undefined && h.uuid === u),
+  );
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function startServe(o: ServeOptions): Promise<RunningServer> {
+  await mkdir(dirname(o.stateFile), { recursive: true });
+  const state = await loadState(o.stateFile);
+  const save = () => saveState(o.stateFile, state);
+  const tokenQ = `token=${encodeURIComponent(o.token)}`;
+
+  const inventory = () => loadInventory(o.inventoryFile);
+
+  const pxeFor = async (host: Host): Promise<{ boot: PxeBoot; release: string }> => {
+    const arch = host.arch ?? "x86_64";
+    if (host.os === "flatcar") {
+      // "current" is resolved to its version, so the cache holds one file per release.
+      const channel = host.channel ?? "stable";
+      let release = host.release ?? "current";
+      if (release === "current") {
+        const img = await resolveImage(
+          { os: "flatcar", arch, channel, release, flatcarBaseUrl: o.source.flatcarBaseUrl },
+          { offline: o.source.offline },
+        );
+        release = /\/(\d+\.\d+\.\d+)\//.exec(img.url)?.[1] ?? release;
+      }
+      const boot = await resolvePxe({
+        os: "flatcar",
+        arch,
+        channel,
+        release,
+        flatcarBaseUrl: o.source.flatcarBaseUrl,
+      });
+      return { boot, release: `${channel}-${release}` };
+    }
+    const stream = host.stream ?? "stable";
+    const boot = await resolvePxe(
+      { os: "fcos", arch, stream, streamBaseUrl: o.source.streamBaseUrl },
+      { offline: o.source.offline },
+    );
+    return { boot, release: stream };
+  };
+
+  /** Upstream URL → this server's /assets path (same file name). */
+  const assetPath = (os: string, release: string, arch: string, upstream: string) =>
+    `/assets/${os}/${release}/${arch}/${basename(new URL(upstream).pathname)}`;
+
+  const ipxeFor = async (host: Host, base: string): Promise<string> => {
+    const { boot, release } = await pxeFor(host);
+    const arch = host.arch ?? "x86_64";
+    const local = (u: string) => `${base}${assetPath(host.os, release, arch, u)}?${tokenQ}`;
+    const args = boot.kernelArgs.map((a) =>
+      a.replace(
+        /^(coreos\.live\.rootfs_url=)(.*)$/,
+        (_m, k: string, u: string) => `${k}${local(u)}`,
+      ),
+    );
+    const mac = host.macs[0] ?? "";
+    const ign = `${base}/ignition?mac=${mac}&${tokenQ}`;
+    return [
+      "#!ipxe",
+      `# provision serve: ${host.name} (${boot.description})`,
+      `echo provision: booting ${host.name}: ${boot.description}`,
+      `kernel ${local(boot.kernel)} ${[...args, `ignition.config.url=${ign}`, `systemd.hostname=${host.name}`, ...host.kargs].join(" ")}`,
+      ...boot.initrds.map((i) => `initrd ${i.name ? `--name ${i.name} ` : ""}${local(i.url)}`),
+      "boot",
+      "",
+    ].join("\n");
+  };
+
+  const unknownScript = (base: string) =>
+    [
+      "#!ipxe",
+      "echo provision serve: this machine (${net0/mac}) is not in the inventory.",
+      "echo Add its MAC to a host's macs: in provision.yaml; it is tried again in 30 s.",
+      "sleep 30",
+      `chain ${base}/boot.ipxe?${tokenQ}`,
+      "",
+    ].join("\n");
+
+  const recordUnknown = (q: URLSearchParams, client: string) => {
+    const mac = q.get("mac") ? (normalizeMac(q.get("mac") as string) ?? q.get("mac")) : null;
+    const uuid = q.get("uuid")?.toLowerCase() || null;
+    const now = new Date().toISOString();
+    let u = state.unknown.find((x) => (mac && x.mac === mac) || (!mac && uuid && x.uuid === uuid));
+    if (!u) {
+      u = {
+        mac,
+        uuid,
+        hostname: null,
+        arch: null,
+        client,
+        firstSeen: now,
+        lastSeen: now,
+        requests: 0,
+      };
+      state.unknown.push(u);
+    }
+    u.hostname = q.get("hostname") || u.hostname;
+    u.arch = q.get("arch") || u.arch;
+    u.client = client;
+    u.lastSeen = now;
+    u.requests++;
+    save();
+  };
+
+  const hostState = (name: string) => {
+    state.hosts[name] ??= emptyHost();
+    return state.hosts[name] as HostState;
+  };
+
+  const built = async (inv: Inventory, host: Host): Promise<BuiltHost> => {
+    const b = await buildHost(inv, host, { secrets: "placeholder" });
+    if (b.secretsInConfig.length > 0)
+      throw new HttpError(
+        500,
+        `${host.name}: its config holds secret values (${b.secretsInConfig.join(", ")}); serve never serves them`,
+      );
+    return b;
+  };
+
+  const status = async () => {
+    const inv = await inventory();
+    const hosts: Record<string, unknown> = {};
+    for (const h of inv.hosts) {
+      const s = state.hosts[h.name] ?? emptyHost();
+      let current: string | null = null;
+      let error: string | undefined;
+      try {
+        current = (await built(inv, h)).fingerprint.sha256;
+      } catch (err) {
+        error = describeError(err);
+      }
+      hosts[h.name] = {
+        ...s,
+        macs: h.macs,
+        currentFingerprint: current,
+        stale: s.servedFingerprint !== null && current !== null && s.servedFingerprint !== current,
+        ...(error ? { error } : {}),
+      };
+    }
+    return { hosts, unknown: state.unknown };
+  };
+
+  /** A file with Range and HEAD; returns the bytes sent. */
+  const sendFile = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
+    const size = statSync(path).size;
+    const range = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ""));
+    let start = 0;
+    let end = size - 1;
+    if (req.headers.range) {
+      if (!range || (range[1] === "" && range[2] === "")) throw new HttpError(416, "bad range");
+      if (range[1] === "") start = Math.max(0, size - Number(range[2]));
+      else {
+        start = Number(range[1]);
+        if (range[2] !== "") end = Math.min(Number(range[2]), size - 1);
+      }
+      if (start > end || start >= size) {
+        res.writeHead(416, { "content-range": `bytes */${size}` });
+        res.end();
+        return;
+      }
+    }
+    const headers: http.OutgoingHttpHeaders = {
+      "content-type": "application/octet-stream",
+      "content-length": end - start + 1,
+      "accept-ranges": "bytes",
+    };
+    if (req.headers.range) headers["content-range"] = `bytes ${start}-${end}/${size}`;
+    res.writeHead(req.headers.range ? 206 : 200, headers);
+    if (req.method === "HEAD") {
+      res.end();
+      return;
+    }
+    createReadStream(path, { start, end, highWaterMark: 1 << 20 }).pipe(res);
+  };
+
+  const asset = async (req: http.IncomingMessage, res: http.ServerResponse, parts: string[]) => {
+    const [os, release, arch, file] = parts;
+    if (!os || !release || !arch || !file || parts.length !== 4)
+      throw new HttpError(404, "no such asset");
+    if (os !== "flatcar" && os !== "fcos") throw new HttpError(404, `no OS ${os}`);
+    if (arch !== "x86_64" && arch !== "aarch64") throw new HttpError(404, `no arch ${arch}`);
+    let boot: PxeBoot;
+    if (os === "flatcar") {
+      const m = /^(stable|beta|alpha|lts)-(\d+\.\d+\.\d+)$/.exec(release);
+      if (!m) throw new HttpError(404, `no Flatcar release ${release}`);
+      boot = await resolvePxe({
+        os,
+        arch,
+        channel: m[1],
+        release: m[2],
+        flatcarBaseUrl: o.source.flatcarBaseUrl,
+      });
+    } else {
+      boot = await resolvePxe(
+        { os, arch, stream: release, streamBaseUrl: o.source.streamBaseUrl },
+        { offline: o.source.offline },
+      );
+    }
+    const urls = [
+      boot.kernel,
+      ...boot.initrds.map((i) => i.url),
+      ...boot.kernelArgs.flatMap((a) => /^coreos\.live\.rootfs_url=(.*)$/.exec(a)?.[1] ?? []),
+    ];
+    const upstream = urls.find((u) => basename(new URL(u).pathname) === file);
+    if (!upstream) throw new HttpError(404, `${file} is not part of ${os} ${release} ${arch}`);
+    const { fetchArtifact, findDistroKeyrings } = await import("../cache/index.js");
+    const keyrings = o.source.keyrings?.length ? o.source.keyrings : await findDistroKeyrings(os);
+    let local: { path: string };
+    try {
+      local = await fetchArtifact(
+        { url: upstream, signatureUrl: `${upstream}.sig` },
+        {
+          offline: o.source.offline,
+          policy: {
+            keyrings,
+            keyringsFromUser: Boolean(o.source.keyrings?.length),
+            requireSignature: false,
+          },
+        },
+      );
+    } catch (err) {
+      throw new HttpError(502, `${upstream}: ${describeError(err)}`);
+    }
+    sendFile(req, res, local.path);
+  };
+
+  const handle = async (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    ctx: { who: string },
+  ) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (req.method !== "GET" && req.method !== "HEAD") throw new HttpError(405, "GET or HEAD only");
+    if (url.searchParams.get("token") !== o.token) throw new HttpError(403, "no or wrong token");
+    const base = `http://${req.headers.host ?? `${o.host}:${o.port}`}`;
+    const client = req.socket.remoteAddress ?? "?";
+    const q = url.searchParams;
+    const text = (
+      body: string,
+      type = "text/plain; charset=utf-8",
+      extra: http.OutgoingHttpHeaders = {},
+    ) => {
+      res.writeHead(200, {
+        "content-type": type,
+        "content-length": Buffer.byteLength(body),
+        ...extra,
+      });
+      res.end(req.method === "HEAD" ? undefined : body);
+    };
+    switch (url.pathname) {
+      case "/boot.ipxe":
+        return text(
+          [
+            "#!ipxe",
+            "# provision serve: who am I? The answer is this machine's own script.",
+            `chain ${base}/ipxe?mac=\${net0/mac:hexhyp}&uuid=\${uuid}&hostname=\${hostname}&arch=\${buildarch}&${tokenQ}`,
+            "",
+          ].join("\n"),
+        );
+      case "/ipxe": {
+        const inv = await inventory();
+        const host = findHost(inv, q.get("mac"), q.get("uuid"));
+        if (!host) {
+          ctx.who = q.get("mac") ?? q.get("uuid") ?? "?";
+          recordUnknown(q, client);
+          return text(unknownScript(base));
+        }
+        ctx.who = host.name;
+        const script = await ipxeFor(host, base);
+        Object.assign(hostState(host.name), { lastIpxe: new Date().toISOString(), client });
+        save();
+        return text(script);
+      }
+      case "/ignition": {
+        const inv = await inventory();
+        const host = findHost(inv, q.get("mac"), q.get("uuid"));
+        if (!host) {
+          ctx.who = q.get("mac") ?? q.get("uuid") ?? "?";
+          recordUnknown(q, client);
+          throw new HttpError(404, "not in the inventory");
+        }
+        ctx.who = host.name;
+        const b = await built(inv, host);
+        const etag = `"${b.fingerprint.sha256}"`;
+        Object.assign(hostState(host.name), {
+          lastIgnition: new Date().toISOString(),
+          client,
+          servedFingerprint: b.fingerprint.sha256,
+        });
+        save();
+        if (req.headers["if-none-match"] === etag) {
+          res.writeHead(304, { etag });
+          res.end();
+          return;
+        }
+        return text(b.config.text, "application/vnd.coreos.ignition+json", { etag });
+      }
+      case "/status":
+        return text(`${JSON.stringify(await status(), null, 2)}\n`, "application/json");
+      default:
+        if (url.pathname.startsWith("/assets/"))
+          return await asset(req, res, url.pathname.slice("/assets/".length).split("/"));
+        throw new HttpError(404, "not found");
+    }
+  };
+
+  const server = http.createServer((req, res) => {
+    const started = Date.now();
+    const ctx = { who: "-" };
+    // Body bytes sent, counted where they are written (write and end).
+    let bytes = 0;
+    const count = (chunk: unknown) => {
+      if (chunk && typeof chunk !== "function") bytes += Buffer.byteLength(chunk as Buffer);
+    };
+    const write = res.write.bind(res);
+    const end = res.end.bind(res);
+    res.write = ((chunk: unknown, ...rest: unknown[]) => {
+      count(chunk);
+      return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+    }) as typeof res.write;
+    res.end = ((chunk?: unknown, ...rest: unknown[]) => {
+      count(chunk);
+      return (end as (...a: unknown[]) => http.ServerResponse)(chunk, ...rest);
+    }) as typeof res.end;
+    res.on("finish", () => {
+      const path = (req.url ?? "/").split("?")[0];
+      const ms = Date.now() - started;
+      o.log(
+        o.json
+          ? JSON.stringify({
+              time: new Date().toISOString(),
+              method: req.method,
+              path,
+              host: ctx.who,
+              status: res.statusCode,
+              bytes,
+              ms,
+              client: req.socket.remoteAddress,
+            })
+          : `${req.method} ${path} ${ctx.who} ${res.statusCode} ${bytes} ${ms}ms`,
+      );
+    });
+    handle(req, res, ctx).catch((err: unknown) => {
+      const status = err instanceof HttpError ? err.status : 500;
+      const msg = describeError(err);
+      if (status >= 500 || !(err instanceof HttpError) || err instanceof ProvisionError)
+        o.log(`${ctx.who}: ${msg}`);
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      const body = `${status === 500 ? "the server could not answer" : msg}\n`;
+      res.writeHead(status, {
+        "content-type": "text/plain; charset=utf-8",
+        "content-length": Buffer.byteLength(body),
+      });
+      res.end(req.method === "HEAD" ? undefined : body);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    url: `http://${addr.address.includes(":") ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    close: async () => {
+      // Stop accepting; running responses get 10 s to finish.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const t = setTimeout(() => server.closeAllConnections(), 10_000);
+      await closed;
+      clearTimeout(t);
+      save();
+    },
+  };
+}
