@@ -26,6 +26,7 @@ function reproduceArgs(o: Record<string, unknown>): string[] {
   if (o.os === "flatcar") a.push("--channel", String(o.channel), "--release", String(o.release));
   else a.push("--stream", String(o.stream));
   if (o.ignitionUrl) a.push("--ignition-url", String(o.ignitionUrl));
+  if (o.fleet) a.push("--fleet", String(o.fleet));
   if (o.hostname) a.push("--hostname", String(o.hostname));
   for (const k of (o.kernelArg as string[] | undefined) ?? []) a.push("--kernel-arg", k);
   for (const [flag, key] of [
@@ -196,6 +197,10 @@ export function registerPxeStick(program: Command, h: CliHelpers): Command {
     )
     .option("--hostname <name>", "the node's host name (kernel argument systemd.hostname=)")
     .option(
+      "--fleet <url>",
+      "one stick for every machine: chain to provision serve (the URL with ?token= it prints)",
+    )
+    .option(
       "--host <name>",
       "an inventory host (provision.yaml): its OS, arch, stream/channel, kernel args, host name and secrets",
     )
@@ -321,6 +326,7 @@ disk, mounted, too small, not confirmed), 4 a required program is missing, 130 i
           flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
           baseUrl: o.baseUrl as string | undefined,
           ignitionUrl: o.ignitionUrl as string | undefined,
+          fleetUrl: o.fleet as string | undefined,
           hostname: o.hostname as string | undefined,
           kernelArgs: o.kernelArg as string[] | undefined,
           attempts: positiveInt(o.attempts, "--attempts"),

@@ -38,7 +38,7 @@ import { onUrgentExit } from "../lifecycle.js";
 import { type Reporter, silentReporter } from "../progress/index.js";
 import { type Arch, type OsName, type PxeBoot, resolvePxe } from "../source/index.js";
 import { type BiosBoot, findBiosBoot, findIpxeEfi } from "./binaries.js";
-import { ipxeScript } from "./script.js";
+import { fleetBootUrl, fleetScript, ipxeScript } from "./script.js";
 import { defaultSshKeys, parseSecretArg, type StagedSecrets, stageSecrets } from "./secrets.js";
 import {
   DEFAULT_LAYOUT,
@@ -59,6 +59,8 @@ export type BootMode = "uefi" | "bios" | "both";
 
 export interface PxeStickOptions {
   target: string;
+  /** provision serve's URL with its token: the stick chains to its /boot.ipxe. */
+  fleetUrl?: string;
   os: OsName;
   arch: Arch;
   stream?: string;
@@ -134,7 +136,19 @@ const HOSTNAME_RE =
   /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 function checkInputs(o: PxeStickOptions): void {
-  if (!o.updateSecrets) {
+  if (o.fleetUrl !== undefined) {
+    for (const [flag, v] of [
+      ["--ignition-url", o.ignitionUrl],
+      ["--hostname", o.hostname],
+      ["--base-url", o.baseUrl],
+      ["--kernel-arg", o.kernelArgs?.length ? "x" : undefined],
+    ] as const)
+      if (v !== undefined)
+        throw new UsageError(
+          `--fleet and ${flag} cannot go together: provision serve decides per machine`,
+        );
+    fleetBootUrl(o.fleetUrl);
+  } else if (!o.updateSecrets) {
     if (!o.ignitionUrl)
       throw new UsageError(
         "--ignition-url is required: the URL every boot fetches its Ignition config from",
@@ -185,10 +199,7 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     seconds: 0,
   };
   if (o.scriptOnly) {
-    const boot = await resolveBoot(o);
-    report.os = boot.description;
-    report.kernel = boot.kernel;
-    report.script = makeScript(o, boot);
+    Object.assign(report, await stickScript(o));
     return done(report, started);
   }
   const secretArgs = (o.secrets ?? []).map(parseSecretArg);
@@ -258,8 +269,8 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
         `${target.path} is ${formatSize(target.size)}; the stick needs ${formatSize(need)}`,
       );
 
-    // Boot programs and the OS's PXE files.
-    const boot = await resolveBoot(o);
+    // Boot programs and the OS's PXE files (or the fleet server that decides per machine).
+    const chosen = await stickScript(o);
     const mode = o.boot ?? "both";
     const efi =
       mode === "bios"
@@ -281,10 +292,8 @@ export async function pxeStick(o: PxeStickOptions): Promise<PxeStickReport> {
     report.boot = [...(efi ? (["uefi"] as const) : []), ...(bios ? (["bios"] as const) : [])];
     report.ipxeEfi = efi;
     report.ipxeLkrn = bios?.lkrn;
-    report.os = boot.description;
-    report.kernel = boot.kernel;
-    const script = makeScript(o, boot);
-    report.script = script;
+    Object.assign(report, chosen);
+    const script = chosen.script;
     if (o.dryRun) return done(report, started);
 
     await confirmAndUnmount(o, target, reporter);
@@ -362,6 +371,31 @@ async function resolveBoot(o: PxeStickOptions): Promise<PxeBoot> {
     },
     { offline: o.offline, reporter: o.reporter, signal: o.signal },
   );
+}
+
+/**
+ * The stick's script: one OS with its Ignition URL, or (--fleet) a chain to provision serve,
+ * which answers each machine by its MAC.
+ */
+async function stickScript(
+  o: PxeStickOptions,
+): Promise<{ os: string; kernel: string; script: string }> {
+  if (o.fleetUrl) {
+    const f = fleetBootUrl(o.fleetUrl);
+    return {
+      os: `the fleet of ${f.shown}`,
+      kernel: `${f.shown} (per machine)`,
+      script: fleetScript({
+        bootUrl: f.bootUrl,
+        shown: f.shown,
+        attempts: o.attempts,
+        retryDelay: o.retryDelay,
+        generator: `provision ${o.version} pxe-stick --fleet`,
+      }),
+    };
+  }
+  const boot = await resolveBoot(o);
+  return { os: boot.description, kernel: boot.kernel, script: makeScript(o, boot) };
 }
 
 function makeScript(o: PxeStickOptions, boot: PxeBoot): string {

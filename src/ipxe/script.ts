@@ -76,3 +76,71 @@ export function ipxeScript(o: ScriptOptions): string {
     "",
   ].join("\n");
 }
+
+/**
+ * `--fleet URL`: provision serve's address with its token (`http://host:8080/?token=T`, or
+ * the full `.../boot.ipxe?token=T` it prints). Returns the /boot.ipxe URL the stick chains to
+ * and a form without the token, for messages.
+ */
+export function fleetBootUrl(url: string): { bootUrl: string; shown: string } {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new UsageError(
+      `--fleet ${url}: not a URL`,
+      "pass what provision serve printed: http://HOST:PORT/boot.ipxe?token=T",
+    );
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:")
+    throw new UsageError(`--fleet ${url}: use http (or https with an iPXE that trusts its CA)`);
+  const token = u.searchParams.get("token");
+  if (!token)
+    throw new UsageError(
+      "--fleet: the URL needs provision serve's token (?token=...)",
+      "pass what provision serve printed: http://HOST:PORT/boot.ipxe?token=T",
+    );
+  const path = u.pathname.replace(/\/boot\.ipxe$/, "").replace(/\/+$/, "");
+  const base = `${u.origin}${path}`;
+  return {
+    bootUrl: ipxeLiteral(`${base}/boot.ipxe?token=${encodeURIComponent(token)}`),
+    shown: base,
+  };
+}
+
+/** A stick for every machine: DHCP, then chain to provision serve, with the same retries. */
+export function fleetScript(o: {
+  bootUrl: string;
+  shown: string;
+  attempts?: number;
+  retryDelay?: number;
+  generator?: string;
+}): string {
+  const attempts = o.attempts ?? 5;
+  const delay = o.retryDelay ?? 10;
+  return [
+    "#!ipxe",
+    `# ${o.generator ?? "provision pxe-stick --fleet"}: ${o.shown}`,
+    "# One stick for every machine: provision serve answers each by its MAC.",
+    "",
+    "set attempt:int32 0",
+    ":retry",
+    "inc attempt",
+    `echo provision: asking ${o.shown} (attempt \${attempt} of ${attempts})`,
+    "dhcp || goto failed",
+    `chain ${o.bootUrl} || goto failed`,
+    ":failed",
+    `iseq \${attempt} ${attempts} && goto give_up ||`,
+    `echo provision: attempt \${attempt} failed (\${errno}); retrying in ${delay} s`,
+    `sleep ${delay}`,
+    "goto retry",
+    ":give_up",
+    "echo",
+    `echo provision: could not reach ${o.shown} after ${attempts} attempts.`,
+    `echo provision: last error \${errno}: see https://ipxe.org/\${errno}`,
+    "prompt provision: press any key to try again",
+    "set attempt:int32 0",
+    "goto retry",
+    "",
+  ].join("\n");
+}

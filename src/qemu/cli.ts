@@ -18,6 +18,17 @@ import type { BootInput } from "./image.js";
 import { parseDuration } from "./index.js";
 import type { RemoteOptions } from "./remote.js";
 
+/** --mac in any common spelling, as QEMU wants it (lower case, colons). */
+function macOption(v: unknown): string | undefined {
+  if (v === undefined) return undefined;
+  const hex = String(v).toLowerCase().replace(/[:-]/g, "");
+  if (!/^[0-9a-f]{12}$/.test(hex))
+    throw notStarted(`--mac ${String(v)}: not a MAC address (52:54:00:12:34:56)`);
+  if (Number.parseInt(hex.slice(0, 2), 16) & 1)
+    throw notStarted(`--mac ${String(v)}: a multicast address cannot be a NIC's`);
+  return (hex.match(/../g) as string[]).join(":");
+}
+
 function notStarted(message: string, hint?: string): ProvisionError {
   return new ProvisionError(message, { hint, exitCode: QEMU_EXIT.NOT_STARTED });
 }
@@ -129,6 +140,9 @@ export function registerQemuTest(program: Command): Command {
     .option("--memory <MiB>", "guest memory", "2048")
     .option("--cpus <n>", "guest CPUs", "2")
     .addOption(
+      new Option("--mac <address>", "with --net user: the guest's MAC address (netboot tests)"),
+    )
+    .addOption(
       new Option(
         "--net <mode>",
         "user: QEMU user networking with the guest's SSH port forwarded to 127.0.0.1",
@@ -217,6 +231,8 @@ Ignition config), 130 interrupted.`,
       try {
         if (image !== undefined && o.imageUrl !== undefined)
           throw notStarted("give an image argument or --image-url, not both");
+        if (o.mac !== undefined && o.net !== "user")
+          throw notStarted("--mac needs --net user: the guest has no network card otherwise");
         // --host: the host's config (secret values as placeholders: a test VM is not the
         // machine) and its first MAC; its os/arch/stream are the defaults.
         let fromHost: Awaited<ReturnType<typeof import("../fleet/use.js").useHost>> | undefined;
@@ -254,7 +270,7 @@ Ignition config), 130 interrupted.`,
           accel: o.accel as AccelChoice,
           ignitionFile: o.ignition as string | undefined,
           ignition: fromHost?.config,
-          mac: fromHost?.host.macs[0],
+          mac: macOption(o.mac) ?? fromHost?.host.macs[0],
           memoryMiB: positiveInt(o.memory, "--memory"),
           cpus: positiveInt(o.cpus, "--cpus"),
           net: o.net as "none" | "user",

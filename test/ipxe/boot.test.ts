@@ -2,9 +2,11 @@
 // `provision qemu-test --usb`: OVMF (UEFI: iPXE runs /autoexec.ipxe) and SeaBIOS (syslinux
 // loads ipxe.lkrn with the script as its initrd). iPXE fetches the test kernel and initramfs
 // from an HTTP server on 127.0.0.1 (10.0.2.2 to the guest); the initramfs
-// (fixtures/build-pxe-fixture.sh) prints the kernel command line, mounts LABEL=secrets
-// read-only, lists the files with modes and owners, and shows that writing fails.
+// (fixtures/build-pxe-fixture.sh) prints the kernel command line, fetches the Ignition config
+// from ignition.config.url over DHCP (busybox udhcpc and wget), mounts LABEL=secrets read-only,
+// lists the files with modes and owners, and shows that writing fails.
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +18,13 @@ import { startServer, type TestServer } from "../helpers/http.js";
 
 const FX = join(repoRoot, ".cache", "pxe-fixture");
 const SECRET = "sv-boot-8d1f-value";
+// What the test server answers at /node.ign.
+const NODE_IGN = `${JSON.stringify({
+  ignition: { version: "3.4.0" },
+  storage: {
+    files: [{ path: "/etc/hostname", mode: 420, contents: { source: "data:,node9%0A" } }],
+  },
+})}\n`;
 
 let work: string;
 let server: TestServer;
@@ -84,6 +93,7 @@ beforeAll(async () => {
       "/flatcar/flatcar_production_pxe_image.cpio.gz": join(FX, "pxe", "initrd.img"),
       "/fcos/fedora-coreos-42.1-live-kernel.x86_64": join(FX, "pxe", "vmlinuz"),
       "/fcos/fedora-coreos-42.1-live-initramfs.x86_64.img": join(FX, "pxe", "initrd.img"),
+      "/node.ign": NODE_IGN,
     },
   });
   guestBase = `http://10.0.2.2:${server.port}`;
@@ -165,6 +175,48 @@ describe("pxe-stick sticks boot under QEMU (TCG)", () => {
     const paths = server.requests.map((q) => q.path);
     expect(paths).toContain("/flatcar/flatcar_production_pxe.vmlinuz");
     expect(paths).toContain("/flatcar/flatcar_production_pxe_image.cpio.gz");
+  }, 300_000);
+
+  it("UEFI: the netbooted kernel reaches the network (virtio-net, DHCP) and fetches its Ignition config from the URL on the stick", async () => {
+    const stick = join(work, "ignition.img");
+    // A query string, as a config server may want: `?` and `&` must reach the guest's fetch.
+    const url = `${guestBase}/node.ign?host=node9&v=2`;
+    const b = await cli([
+      "pxe-stick",
+      stick,
+      "--boot",
+      "uefi",
+      "--ipxe-efi",
+      join(FX, "ipxe", "ipxe.efi"),
+      "--ignition-url",
+      url,
+      "--base-url",
+      `${guestBase}/flatcar`,
+      "--kernel-arg",
+      "console=ttyS0",
+    ]);
+    expect(b.code, b.stderr).toBe(0);
+    const before = server.requests.length;
+    const r = await bootStick(stick, "ignition-uefi");
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.result.verdict).toBe("pass");
+    const cmdline = r.console.split("\n").find((l) => l.startsWith("PXE-CMDLINE:")) ?? "";
+    expect(cmdline).toContain(`ignition.config.url=${url} console=ttyS0`);
+    const sha = createHash("sha256").update(NODE_IGN).digest("hex");
+    const bytes = Buffer.byteLength(NODE_IGN);
+    expect(r.console).toContain(`PXE-IGNITION: sha256=${sha} bytes=${bytes}`);
+    expect(r.console).not.toContain("PXE-IGNITION-FAIL");
+    expect(r.console).toContain("PXE-MAC: 52:54:00:12:34:56");
+    // Fetched before the secrets checks, which still run as before.
+    expect(r.console.indexOf("PXE-IGNITION:")).toBeLessThan(r.console.indexOf("PXE-SECRETS-DEV:"));
+    expect(r.console).toContain("PXE-SECRETS-WRITE: failed");
+    expect(r.console).toContain("PXE-BOOT-OK");
+    const gets = server.requests
+      .slice(before)
+      .filter((q) => q.method === "GET")
+      .map((q) => q.path);
+    expect(gets).toContain("/flatcar/flatcar_production_pxe.vmlinuz");
+    expect(gets).toContain("/node.ign");
   }, 300_000);
 
   it("legacy BIOS (SeaBIOS): syslinux, ipxe.lkrn and the same script", async () => {
