@@ -46,6 +46,7 @@ export function registerServe(program: Command): void {
     )
     .option("--json", "log requests as JSON lines")
     .option("--offline", "assets and metadata from the cache only")
+    .option("--prefetch", "download and verify every pxe host's boot files before listening")
     .option("--keyring <file>", "GPG keyring to check asset signatures (repeatable)", collect)
     .option("--flatcar-base-url <url>", "replaces https://<channel>.release.flatcar-linux.net")
     .option(
@@ -79,6 +80,8 @@ each request from the sources as they are, and never hold secret values.`,
         stateFile: stateFile(),
         json: Boolean(o.json),
         log,
+        prefetch: Boolean(o.prefetch),
+        info: (l) => process.stderr.write(`provision serve: ${l}\n`),
         source: {
           flatcarBaseUrl: o.flatcarBaseUrl as string | undefined,
           streamBaseUrl: o.streamBaseUrl as string,

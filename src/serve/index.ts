@@ -16,6 +16,7 @@
  * Every URL handed out carries `token=`; a request without it gets 403. State is kept in one
  * JSON file written atomically, so a restart (or kill -9) loses nothing.
  */
+import { createHash } from "node:crypto";
 import { createReadStream, renameSync, statSync, writeFileSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
 import http from "node:http";
@@ -59,6 +60,10 @@ export interface ServeOptions {
   /** One line per request: JSON lines instead of text. */
   json?: boolean;
   log: (line: string) => void;
+  /** Before listening, download and verify every pxe host's boot files into the cache. */
+  prefetch?: boolean;
+  /** Progress lines (prefetch). */
+  info?: (line: string) => void;
   /** Where assets come from and how they are checked (the flags flash has). */
   source: {
     flatcarBaseUrl?: string;
@@ -93,6 +98,15 @@ export async function loadState(file: string): Promise<ServeState> {
 function saveState(file: string, state: ServeState): void {
   writeFileSync(`${file}.tmp`, `${JSON.stringify(state, null, 2)}\n`);
   renameSync(`${file}.tmp`, file);
+}
+
+/** Every file a PXE boot loads: kernel, initrds, and the FCOS live rootfs. */
+function pxeUrls(boot: PxeBoot): string[] {
+  return [
+    boot.kernel,
+    ...boot.initrds.map((i) => i.url),
+    ...boot.kernelArgs.flatMap((a) => /^coreos\.live\.rootfs_url=(.*)$/.exec(a)?.[1] ?? []),
+  ];
 }
 
 /** A host by MAC (any common spelling) or by SMBIOS UUID. */
@@ -223,8 +237,24 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     return state.hosts[name] as HostState;
   };
 
+  // A build is a function of its source files (the inventory among them): while every one of
+  // them still has the content it had, the last build is the answer. Checked on every
+  // request by hashing the files, so an edit takes effect at once.
+  const memo = new Map<string, BuiltHost>();
+  const unchanged = async (b: BuiltHost) => {
+    for (const src of b.fingerprint.sources) {
+      const now = await readFile(src.path).catch(() => undefined);
+      if (!now || createHash("sha256").update(now).digest("hex") !== src.sha256) return false;
+    }
+    return true;
+  };
   const built = async (inv: Inventory, host: Host): Promise<BuiltHost> => {
-    const b = await buildHost(inv, host, { secrets: "placeholder" });
+    const prev = memo.get(host.name);
+    const b =
+      prev && (await unchanged(prev))
+        ? prev
+        : await buildHost(inv, host, { secrets: "placeholder" });
+    memo.set(host.name, b);
     if (b.secretsInConfig.length > 0)
       throw new HttpError(
         500,
@@ -289,6 +319,23 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     createReadStream(path, { start, end, highWaterMark: 1 << 20 }).pipe(res);
   };
 
+  /** A boot file from the verified cache (downloaded and signature-checked on first use). */
+  const cached = async (os: "flatcar" | "fcos", upstream: string) => {
+    const { fetchArtifact, findDistroKeyrings } = await import("../cache/index.js");
+    const keyrings = o.source.keyrings?.length ? o.source.keyrings : await findDistroKeyrings(os);
+    return await fetchArtifact(
+      { url: upstream, signatureUrl: `${upstream}.sig` },
+      {
+        offline: o.source.offline,
+        policy: {
+          keyrings,
+          keyringsFromUser: Boolean(o.source.keyrings?.length),
+          requireSignature: false,
+        },
+      },
+    );
+  };
+
   const asset = async (req: http.IncomingMessage, res: http.ServerResponse, parts: string[]) => {
     const [os, release, arch, file] = parts;
     if (!os || !release || !arch || !file || parts.length !== 4)
@@ -312,31 +359,11 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
         { offline: o.source.offline },
       );
     }
-    const urls = [
-      boot.kernel,
-      ...boot.initrds.map((i) => i.url),
-      ...boot.kernelArgs.flatMap((a) => /^coreos\.live\.rootfs_url=(.*)$/.exec(a)?.[1] ?? []),
-    ];
-    const upstream = urls.find((u) => basename(new URL(u).pathname) === file);
+    const upstream = pxeUrls(boot).find((u) => basename(new URL(u).pathname) === file);
     if (!upstream) throw new HttpError(404, `${file} is not part of ${os} ${release} ${arch}`);
-    const { fetchArtifact, findDistroKeyrings } = await import("../cache/index.js");
-    const keyrings = o.source.keyrings?.length ? o.source.keyrings : await findDistroKeyrings(os);
-    let local: { path: string };
-    try {
-      local = await fetchArtifact(
-        { url: upstream, signatureUrl: `${upstream}.sig` },
-        {
-          offline: o.source.offline,
-          policy: {
-            keyrings,
-            keyringsFromUser: Boolean(o.source.keyrings?.length),
-            requireSignature: false,
-          },
-        },
-      );
-    } catch (err) {
+    const local = await cached(os, upstream).catch((err: unknown) => {
       throw new HttpError(502, `${upstream}: ${describeError(err)}`);
-    }
+    });
     sendFile(req, res, local.path);
   };
 
@@ -419,6 +446,22 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
         throw new HttpError(404, "not found");
     }
   };
+
+  if (o.prefetch) {
+    const inv = await inventory();
+    const done = new Set<string>();
+    for (const h of inv.hosts.filter((x) => x.boot === "pxe")) {
+      const { boot, release } = await pxeFor(h);
+      for (const u of pxeUrls(boot)) {
+        const path = assetPath(h.os, release, h.arch ?? "x86_64", u);
+        if (done.has(path)) continue;
+        done.add(path);
+        o.info?.(`prefetching ${u}`);
+        await cached(h.os, u);
+      }
+    }
+    o.info?.(`prefetched ${done.size} file(s) for the pxe hosts`);
+  }
 
   const server = http.createServer((req, res) => {
     const started = Date.now();

@@ -262,6 +262,89 @@ describe("provision serve", () => {
     }
   });
 
+  it("--prefetch fills the cache before listening (a bad signature stops it, naming the file); --json logs JSON lines", async () => {
+    const run = (inventory: string, cache: string) =>
+      spawn(
+        "node",
+        [
+          join(repoRoot, "bin", "provision.js"),
+          "serve",
+          "--listen",
+          "127.0.0.1:0",
+          "--token",
+          TOKEN,
+          "--flatcar-base-url",
+          upstream.url,
+          "--keyring",
+          fixture("keyring.gpg"),
+          "--inventory",
+          inventory,
+          "--prefetch",
+          "--json",
+        ],
+        {
+          cwd: fleetDir,
+          env: { ...env(), XDG_CACHE_HOME: cache },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+    // With the host whose release is signed by an unknown key: refused before listening.
+    const bad = run(join(fleetDir, "provision.yaml"), join(work, "cache-pf1"));
+    let badErr = "";
+    bad.stderr?.on("data", (d: Buffer) => {
+      badErr += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => bad.on("exit", (c) => resolve(c)));
+    expect(code).not.toBe(0);
+    expect(badErr).toMatch(
+      new RegExp(
+        `^provision: signature on .*/${OLD.replace(/\./g, "\\.")}/.*not in the given keyring$`,
+        "m",
+      ),
+    );
+    expect(badErr).not.toMatch(/host\(s\) from .* on http:/); // never listened
+
+    const good = join(fleetDir, "good.yaml");
+    const text = await readFile(join(fleetDir, "provision.yaml"), "utf8");
+    await writeFile(good, text.slice(0, text.indexOf("  broken:")));
+    const before = upstream.requests.length;
+    const p = run(good, join(work, "cache-pf2"));
+    const out: string[] = [];
+    p.stdout?.on("data", (d: Buffer) => out.push(...d.toString().split("\n").filter(Boolean)));
+    const base = await new Promise<string>((resolve, reject) => {
+      let err = "";
+      p.stderr?.on("data", (d: Buffer) => {
+        err += d.toString();
+        const m = / on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
+        if (m) resolve(m[1] as string);
+      });
+      p.on("exit", (c) => reject(new Error(`serve exited ${c}: ${err}`)));
+    });
+    try {
+      // Both boot files (and their signatures) came down before the first request.
+      expect(upstream.requests.length - before).toBeGreaterThanOrEqual(4);
+      const seen = upstream.requests.length;
+      const r = await fetch(
+        `${base}/assets/flatcar/beta-${VERSION}/x86_64/flatcar_production_pxe_image.cpio.gz?token=${TOKEN}`,
+      );
+      expect(Buffer.from(await r.arrayBuffer()).equals(initrd)).toBe(true);
+      expect(upstream.requests.length).toBe(seen); // from the cache
+      await new Promise((res) => setTimeout(res, 200));
+      const line = JSON.parse(out.find((l) => l.includes("cpio.gz")) as string);
+      expect(line).toMatchObject({
+        method: "GET",
+        status: 200,
+        bytes: initrd.length,
+        client: "127.0.0.1",
+      });
+      expect(line.path).toBe(
+        `/assets/flatcar/beta-${VERSION}/x86_64/flatcar_production_pxe_image.cpio.gz`,
+      );
+    } finally {
+      p.kill("SIGKILL");
+    }
+  });
+
   it("kill -9 and a restart keep /status; an edit to the shared fragment marks the host stale; SIGTERM stops cleanly", async () => {
     const served = JSON.parse((await get(t("/status"))).text).hosts.alpha;
     expect(served.servedFingerprint).toMatch(/^[0-9a-f]{64}$/);
