@@ -137,7 +137,21 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
   const save = () => saveState(o.stateFile, state);
   const tokenQ = `token=${encodeURIComponent(o.token)}`;
 
-  const inventory = () => loadInventory(o.inventoryFile);
+  // The inventory is read on every request; it is parsed again only when its bytes changed
+  // (parsing 200 hosts costs ~11 ms of CPU, reading and hashing the file a fraction of it).
+  // Fragments are read by each build, so an edit to one is seen at once either way.
+  let parsed: { sha: string; inv: Promise<Inventory> } | undefined;
+  const inventory = async (): Promise<Inventory> => {
+    const bytes = await readFile(o.inventoryFile).catch(() => undefined);
+    const sha = bytes ? createHash("sha256").update(bytes).digest("hex") : "";
+    if (!parsed || parsed.sha !== sha || !bytes) {
+      parsed = { sha, inv: loadInventory(o.inventoryFile) };
+      parsed.inv.catch(() => {
+        parsed = undefined; // a broken inventory is parsed (and reported) again next time
+      });
+    }
+    return await parsed.inv;
+  };
 
   const pxeFor = async (host: Host): Promise<{ boot: PxeBoot; release: string }> => {
     const arch = host.arch ?? "x86_64";
