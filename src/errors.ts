@@ -102,55 +102,51 @@ export function errnoText(err: unknown): string | undefined {
  * error that names its path, else 70 (an internal error: a bug to report).
  */
 export function reportError(err: unknown, cleanupsDone: string[] = []): number {
-  if (err instanceof ProvisionError) {
-    process.stderr.write(`provision: ${err.message}\n`);
-    if (err.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-    return err.exitCode;
-  }
-  if ((err as Error)?.name === "AbortError" || (err as Error)?.message === "interrupted") {
-    process.stderr.write("provision: interrupted\n");
-    return EXIT.INTERRUPTED;
-  }
+  const f = failureOf(err, cleanupsDone);
+  process.stderr.write(`provision: ${f.message}\n`);
+  if (f.hint) process.stderr.write(`  hint: ${f.hint}\n`);
+  if (
+    f.exitCode !== EXIT.INTERRUPTED &&
+    !(err instanceof ProvisionError) &&
+    process.env.PROVISION_DEBUG
+  )
+    process.stderr.write(`${(err as Error)?.stack}\n`);
+  return f.exitCode;
+}
+
+/**
+ * What a failure says and the exit code it gives, whatever was thrown: a ProvisionError's
+ * own, "interrupted" (130), a file-system error naming its path (1), else an internal error
+ * (70, a bug to report). reportError prints it; jsonError puts it in a JSON document.
+ */
+function failureOf(
+  err: unknown,
+  cleanupsDone: string[] = [],
+): { message: string; hint?: string; exitCode: number } {
+  if (err instanceof ProvisionError)
+    return { message: err.message, hint: err.hint, exitCode: err.exitCode };
+  if ((err as Error)?.name === "AbortError" || (err as Error)?.message === "interrupted")
+    return { message: "interrupted", exitCode: EXIT.INTERRUPTED };
   const fsErr = err as NodeJS.ErrnoException;
   const text = errnoText(err);
-  if (text && fsErr.path) {
-    process.stderr.write(`provision: ${fsErr.path}: ${text}\n`);
-    if (process.env.PROVISION_DEBUG) process.stderr.write(`${fsErr.stack}\n`);
-    return EXIT.FAILED;
-  }
+  if (text && fsErr.path) return { message: `${fsErr.path}: ${text}`, exitCode: EXIT.FAILED };
+  return { message: internalError(err, cleanupsDone), exitCode: EXIT.INTERNAL };
+}
+
+/** "internal error: <first line>; <what the cleanups did>; report it with --debug". */
+export function internalError(err: unknown, cleanupsDone: string[] = []): string {
   const msg = ((err as Error)?.message ?? String(err)).split("\n")[0];
   const done = cleanupsDone.length ? `; ${cleanupsDone.join("; ")}` : "";
-  process.stderr.write(`provision: internal error: ${msg}${done}; report it with --debug\n`);
-  if (process.env.PROVISION_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
-  return EXIT.INTERNAL;
+  return `internal error: ${msg}${done}; report it with --debug`;
 }
 
 /**
  * The failure as one JSON document for --json output on stdout (stderr still gets the line
- * from reportError): `{"error": {"message", "hint"?, "exitCode"}}`. The message and the
- * exit code are the ones reportError prints and returns; `mapExitCode` maps that code as the
- * CLI does before exiting (lifecycle's finalExitCode: an interruption by SIGTERM is 143).
+ * from reportError): `{"error": {"message", "hint"?, "exitCode"}}`. `mapExitCode` maps the
+ * code as the CLI does before exiting (lifecycle's finalExitCode: SIGTERM gives 143).
  */
 export function jsonError(err: unknown, mapExitCode: (code: number) => number = (c) => c): string {
-  let message: string;
-  let hint: string | undefined;
-  let exitCode: number;
-  const fsErr = err as NodeJS.ErrnoException;
-  if (err instanceof ProvisionError) {
-    message = err.message;
-    hint = err.hint;
-    exitCode = err.exitCode;
-  } else if ((err as Error)?.name === "AbortError" || (err as Error)?.message === "interrupted") {
-    message = "interrupted";
-    exitCode = EXIT.INTERRUPTED;
-  } else if (errnoText(err) && fsErr.path) {
-    message = `${fsErr.path}: ${errnoText(err)}`;
-    exitCode = EXIT.FAILED;
-  } else {
-    const msg = ((err as Error)?.message ?? String(err)).split("\n")[0];
-    message = `internal error: ${msg}; report it with --debug`;
-    exitCode = EXIT.INTERNAL;
-  }
+  const { message, hint, exitCode } = failureOf(err);
   const error = { message, ...(hint ? { hint } : {}), exitCode: mapExitCode(exitCode) };
   return `${JSON.stringify({ error }, null, 2)}\n`;
 }

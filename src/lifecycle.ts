@@ -11,7 +11,7 @@
  *   no try/catch reaches) runs the same cleanups and ends in one line,
  *   `provision: internal error: ...; <what the cleanup did>; report it with --debug`, exit 70.
  */
-import { EXIT } from "./errors.js";
+import { EXIT, internalError } from "./errors.js";
 
 /** A synchronous cleanup; returns what it did ("wiped /dev/sdb"), or nothing. */
 export type UrgentCleanup = () => string | undefined;
@@ -92,11 +92,7 @@ export function interruptSignal(
 /** Installed once by the CLI entry points. */
 export function installLastResort(): void {
   const die = (err: unknown) => {
-    const done = runUrgentCleanups();
-    const msg = err instanceof Error ? err.message.split("\n")[0] : String(err);
-    write(
-      `provision: internal error: ${msg}${done.length ? `; ${done.join("; ")}` : ""}; report it with --debug`,
-    );
+    write(`provision: ${internalError(err, runUrgentCleanups())}`);
     if (debugEnabled()) write(String((err as Error)?.stack ?? err));
     process.exit(EXIT.INTERNAL);
   };

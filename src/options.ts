@@ -35,3 +35,14 @@ export function durationOption(value: unknown, flag: string): number | undefined
     throw new UsageError(`${flag} must be a duration like 30, 90s or 10m, got "${value}"`);
   return ms;
 }
+
+/** `52:54:00:AB:CD:EF`, `52-54-00-ab-cd-ef` or `525400abcdef` → `52:54:00:ab:cd:ef`. */
+export function normalizeMac(s: string): string | undefined {
+  const t = s.trim().toLowerCase();
+  let hex: string;
+  if (/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(t) || /^[0-9a-f]{2}(-[0-9a-f]{2}){5}$/.test(t))
+    hex = t.replace(/[:-]/g, "");
+  else if (/^[0-9a-f]{12}$/.test(t)) hex = t;
+  else return undefined;
+  return (hex.match(/../g) as string[]).join(":");
+}

@@ -72,6 +72,18 @@ async function buildAll(inv: Inventory, hosts: Host[]) {
 }
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
+
+/** Columns padded to their widest cell, two spaces apart, on stdout. */
+export function printTable(head: string[], rows: string[][]): void {
+  const widths = head.map((_, i) => Math.max(...[head, ...rows].map((r) => (r[i] ?? "").length)));
+  for (const r of [head, ...rows])
+    out(
+      r
+        .map((c, i) => c.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    );
+}
 const err = (s: string) => process.stderr.write(`${s}\n`);
 
 export function registerFleet(program: Command): Command {
@@ -120,17 +132,7 @@ export function registerFleet(program: Command): Command {
           h.macs.join(",") || "-",
           fp.get(h.name)?.sha256.slice(0, 12) ?? "does-not-build",
         ]);
-        const head = ["HOST", "OS/ARCH", "BOARD", "BOOT", "MACS", "FINGERPRINT"];
-        const widths = head.map((_, i) =>
-          Math.max(...[head, ...rows].map((r) => (r[i] ?? "").length)),
-        );
-        for (const r of [head, ...rows])
-          out(
-            r
-              .map((c, i) => c.padEnd(widths[i] ?? 0))
-              .join("  ")
-              .trimEnd(),
-          );
+        printTable(["HOST", "OS/ARCH", "BOARD", "BOOT", "MACS", "FINGERPRINT"], rows);
         for (const p of problems) err(`✖ ${p.host}: ${p.message}`);
       }
       process.exitCode = problems.length > 0 ? EXIT.FAILED : EXIT.OK;

@@ -25,6 +25,7 @@ import {
   type YAMLSeq,
 } from "yaml";
 import { describeError, UsageError } from "../errors.js";
+import { normalizeMac } from "../options.js";
 import type {
   Board,
   BootMode,
@@ -1208,16 +1209,7 @@ const LINUX_NAME_RULE =
 // ---------------------------------------------------------------------------------------------
 // Values
 
-/** `52:54:00:AB:CD:EF`, `52-54-00-ab-cd-ef` or `525400abcdef` → `52:54:00:ab:cd:ef`. */
-export function normalizeMac(s: string): string | undefined {
-  const t = s.trim().toLowerCase();
-  let hex: string;
-  if (/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(t) || /^[0-9a-f]{2}(-[0-9a-f]{2}){5}$/.test(t))
-    hex = t.replace(/[:-]/g, "");
-  else if (/^[0-9a-f]{12}$/.test(t)) hex = t;
-  else return undefined;
-  return (hex.match(/../g) as string[]).join(":");
-}
+export { normalizeMac } from "../options.js";
 
 /**
  * Why `s` is not an OpenSSH public key line ("TYPE BASE64 [comment]"), or undefined when it is

@@ -5,6 +5,7 @@
  * unknown variable is an error naming `file:line:col`, never an empty string.
  */
 import { UsageError } from "../errors.js";
+import { lineCol } from "../ignition/load.js";
 import type { Host } from "./types.js";
 
 const VARIABLE = /\{\{\s*(host(?:\.[A-Za-z0-9_-]+)+)\s*\}\}/g;
@@ -40,18 +41,6 @@ function lookup(root: Record<string, unknown>, path: string[]): { found: boolean
   return { found: v !== undefined && v !== null, value: v };
 }
 
-function lineColOf(text: string, index: number): { line: number; col: number } {
-  let line = 1;
-  let last = -1;
-  for (let i = 0; i < index; i++) {
-    if (text.charCodeAt(i) === 10) {
-      line++;
-      last = i;
-    }
-  }
-  return { line, col: index - last };
-}
-
 function asText(value: unknown): string {
   if (typeof value === "string") return value;
   if (typeof value === "number" || typeof value === "boolean") return String(value);
@@ -74,7 +63,7 @@ export function renderTemplate(
   const out = text.replace(VARIABLE, (whole, expr: string, index: number) => {
     const { found, value } = lookup(vars, expr.split(".").slice(1));
     if (!found) {
-      const { line, col } = lineColOf(text, index);
+      const { line, col } = lineCol(text, index);
       const known = expr.startsWith("host.vars.")
         ? Object.keys(host.vars).map((k) => `host.vars.${k}`)
         : Object.keys(vars).map((k) => `host.${k}`);

@@ -45,31 +45,60 @@ export function ipxeScript(o: ScriptOptions): string {
       `initrd ${i.name ? `--name ${ipxeLiteral(i.name)} ` : ""}${ipxeLiteral(i.url)} || goto failed`,
   );
   const what = o.boot.description;
+  return retryingScript({
+    header: [
+      `# ${o.generator ?? "provision pxe-stick"}: ${what}`,
+      "# Netboots on every start; the secrets volume on this stick is mounted by the OS.",
+    ],
+    announce: `booting ${what}`,
+    steps: [
+      "echo provision: ${net0/ip} via ${net0/gateway}, fetching the kernel",
+      `kernel ${ipxeLiteral(o.boot.kernel)} ${args.join(" ")} || goto failed`,
+      ...initrds,
+      "boot || goto failed",
+    ],
+    giveUp: [
+      `echo provision: could not netboot ${what} after ${attempts} attempts.`,
+      `echo provision: last error \${errno}: see https://ipxe.org/\${errno}`,
+      "echo provision: check the cable, the DHCP server and that this URL answers:",
+      `echo provision: ${ipxeLiteral(o.boot.kernel)}`,
+    ],
+    attempts,
+    delay,
+  });
+}
+
+/**
+ * The retry loop every stick script shares: DHCP and `steps` up to `attempts` times,
+ * `delay` seconds apart; then `giveUp` stays on the screen and a key starts over (never a
+ * reboot loop).
+ */
+function retryingScript(o: {
+  header: string[];
+  announce: string;
+  steps: string[];
+  giveUp: string[];
+  attempts: number;
+  delay: number;
+}): string {
   return [
     "#!ipxe",
-    `# ${o.generator ?? "provision pxe-stick"}: ${what}`,
-    "# Netboots on every start; the secrets volume on this stick is mounted by the OS.",
+    ...o.header,
     "",
     "set attempt:int32 0",
     ":retry",
     "inc attempt",
-    `echo provision: booting ${what} (attempt \${attempt} of ${attempts})`,
+    `echo provision: ${o.announce} (attempt \${attempt} of ${o.attempts})`,
     "dhcp || goto failed",
-    "echo provision: ${net0/ip} via ${net0/gateway}, fetching the kernel",
-    `kernel ${ipxeLiteral(o.boot.kernel)} ${args.join(" ")} || goto failed`,
-    ...initrds,
-    "boot || goto failed",
+    ...o.steps,
     ":failed",
-    `iseq \${attempt} ${attempts} && goto give_up ||`,
-    `echo provision: attempt \${attempt} failed (\${errno}); retrying in ${delay} s`,
-    `sleep ${delay}`,
+    `iseq \${attempt} ${o.attempts} && goto give_up ||`,
+    `echo provision: attempt \${attempt} failed (\${errno}); retrying in ${o.delay} s`,
+    `sleep ${o.delay}`,
     "goto retry",
     ":give_up",
     "echo",
-    `echo provision: could not netboot ${what} after ${attempts} attempts.`,
-    `echo provision: last error \${errno}: see https://ipxe.org/\${errno}`,
-    "echo provision: check the cable, the DHCP server and that this URL answers:",
-    `echo provision: ${ipxeLiteral(o.boot.kernel)}`,
+    ...o.giveUp,
     "prompt provision: press any key to try again",
     "set attempt:int32 0",
     "goto retry",
@@ -117,30 +146,18 @@ export function fleetScript(o: {
   generator?: string;
 }): string {
   const attempts = o.attempts ?? 5;
-  const delay = o.retryDelay ?? 10;
-  return [
-    "#!ipxe",
-    `# ${o.generator ?? "provision pxe-stick --fleet"}: ${o.shown}`,
-    "# One stick for every machine: provision serve answers each by its MAC.",
-    "",
-    "set attempt:int32 0",
-    ":retry",
-    "inc attempt",
-    `echo provision: asking ${o.shown} (attempt \${attempt} of ${attempts})`,
-    "dhcp || goto failed",
-    `chain ${o.bootUrl} || goto failed`,
-    ":failed",
-    `iseq \${attempt} ${attempts} && goto give_up ||`,
-    `echo provision: attempt \${attempt} failed (\${errno}); retrying in ${delay} s`,
-    `sleep ${delay}`,
-    "goto retry",
-    ":give_up",
-    "echo",
-    `echo provision: could not reach ${o.shown} after ${attempts} attempts.`,
-    `echo provision: last error \${errno}: see https://ipxe.org/\${errno}`,
-    "prompt provision: press any key to try again",
-    "set attempt:int32 0",
-    "goto retry",
-    "",
-  ].join("\n");
+  return retryingScript({
+    header: [
+      `# ${o.generator ?? "provision pxe-stick --fleet"}: ${o.shown}`,
+      "# One stick for every machine: provision serve answers each by its MAC.",
+    ],
+    announce: `asking ${o.shown}`,
+    steps: [`chain ${o.bootUrl} || goto failed`],
+    giveUp: [
+      `echo provision: could not reach ${o.shown} after ${attempts} attempts.`,
+      `echo provision: last error \${errno}: see https://ipxe.org/\${errno}`,
+    ],
+    attempts,
+    delay: o.retryDelay ?? 10,
+  });
 }

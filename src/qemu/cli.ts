@@ -8,7 +8,7 @@ import { EXIT, ProvisionError } from "../errors.js";
 import { shellQuote } from "../exec/index.js";
 import { DEFAULT_REMOTE_DIR } from "../libvirt/uri.js";
 import { interruptSignal as lifecycleSignal } from "../lifecycle.js";
-import { positiveInt } from "../options.js";
+import { normalizeMac, positiveInt } from "../options.js";
 import { createReporter, type Reporter } from "../progress/index.js";
 import type { Arch, ImageRequest, OsName } from "../source/index.js";
 import { addImageSourceOptions, collect, imageSourceFrom } from "../source/options.js";
@@ -21,12 +21,11 @@ import type { RemoteOptions } from "./remote.js";
 /** --mac in any common spelling, as QEMU wants it (lower case, colons). */
 function macOption(v: unknown): string | undefined {
   if (v === undefined) return undefined;
-  const hex = String(v).toLowerCase().replace(/[:-]/g, "");
-  if (!/^[0-9a-f]{12}$/.test(hex))
-    throw notStarted(`--mac ${String(v)}: not a MAC address (52:54:00:12:34:56)`);
-  if (Number.parseInt(hex.slice(0, 2), 16) & 1)
+  const mac = normalizeMac(String(v));
+  if (!mac) throw notStarted(`--mac ${String(v)}: not a MAC address (52:54:00:12:34:56)`);
+  if (Number.parseInt(mac.slice(0, 2), 16) & 1)
     throw notStarted(`--mac ${String(v)}: a multicast address cannot be a NIC's`);
-  return (hex.match(/../g) as string[]).join(":");
+  return mac;
 }
 
 function notStarted(message: string, hint?: string): ProvisionError {

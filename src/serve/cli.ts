@@ -116,53 +116,27 @@ export function registerFleetStatus(fleet: Command): void {
     .action(async (o: { inventory?: string; json?: boolean }) => {
       const { findInventory, loadInventory } = await import("../fleet/inventory.js");
       const { buildHost } = await import("../fleet/build.js");
-      const { loadState } = await import("./index.js");
+      const { printTable } = await import("../fleet/cli.js");
+      const { loadState, statusOf } = await import("./index.js");
       const inv = await loadInventory(await findInventory({ file: o.inventory }));
       const state = await loadState(stateFile());
-      const rows = [];
-      for (const h of inv.hosts) {
-        const s = state.hosts[h.name];
-        let current: string | null = null;
-        try {
-          current = (await buildHost(inv, h)).fingerprint.sha256;
-        } catch {}
-        const served = s?.servedFingerprint ?? null;
-        rows.push({
-          name: h.name,
-          lastIpxe: s?.lastIpxe ?? null,
-          lastIgnition: s?.lastIgnition ?? null,
-          client: s?.client ?? null,
-          servedFingerprint: served,
-          currentFingerprint: current,
-          stale: served !== null && current !== null && served !== current,
-        });
-      }
+      const st = await statusOf(inv, state, (i, h) => buildHost(i, h));
       if (o.json) {
-        process.stdout.write(
-          `${JSON.stringify({ hosts: Object.fromEntries(rows.map((r) => [r.name, r])), unknown: state.unknown }, null, 2)}\n`,
-        );
+        process.stdout.write(`${JSON.stringify(st, null, 2)}\n`);
         return;
       }
       const short = (s: string | null) => (s ? s.slice(0, 12) : "-");
-      const table = [
+      printTable(
         ["HOST", "LAST-IGNITION", "CLIENT", "SERVED", "CURRENT", "STALE"],
-        ...rows.map((r) => [
-          r.name,
+        Object.entries(st.hosts).map(([name, r]) => [
+          name,
           r.lastIgnition ?? "never",
           r.client ?? "-",
           short(r.servedFingerprint),
           short(r.currentFingerprint),
           r.stale ? "yes" : "no",
         ]),
-      ];
-      const w = table[0]?.map((_, i) => Math.max(...table.map((r) => (r[i] ?? "").length))) ?? [];
-      for (const r of table)
-        process.stdout.write(
-          `${r
-            .map((c, i) => c.padEnd(w[i] ?? 0))
-            .join("  ")
-            .trimEnd()}\n`,
-        );
+      );
       for (const u of state.unknown) {
         process.stdout.write(
           `\nunknown machine ${u.mac ?? u.uuid} (seen ${u.requests}x, last ${u.lastSeen} from ${u.client}); to add it:\n` +

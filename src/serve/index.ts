@@ -100,6 +100,44 @@ function saveState(file: string, state: ServeState): void {
   renameSync(`${file}.tmp`, file);
 }
 
+export interface HostStatus extends HostState {
+  macs: string[];
+  currentFingerprint: string | null;
+  /** The machine fetched a config that is no longer what its sources give. */
+  stale: boolean;
+  error?: string;
+}
+
+/**
+ * /status and `provision fleet status`: each host's saved state next to the fingerprint its
+ * sources give now (built with `build`), and the unknown machines.
+ */
+export async function statusOf(
+  inv: Inventory,
+  state: ServeState,
+  build: (inv: Inventory, host: Host) => Promise<BuiltHost>,
+): Promise<{ hosts: Record<string, HostStatus>; unknown: UnknownMachine[] }> {
+  const hosts: Record<string, HostStatus> = {};
+  for (const h of inv.hosts) {
+    const s = state.hosts[h.name] ?? emptyHost();
+    let current: string | null = null;
+    let error: string | undefined;
+    try {
+      current = (await build(inv, h)).fingerprint.sha256;
+    } catch (err) {
+      error = describeError(err);
+    }
+    hosts[h.name] = {
+      ...s,
+      macs: h.macs,
+      currentFingerprint: current,
+      stale: s.servedFingerprint !== null && current !== null && s.servedFingerprint !== current,
+      ...(error ? { error } : {}),
+    };
+  }
+  return { hosts, unknown: state.unknown };
+}
+
 /** Every file a PXE boot loads: kernel, initrds, and the FCOS live rootfs. */
 function pxeUrls(boot: PxeBoot): string[] {
   return [
@@ -277,28 +315,7 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     return b;
   };
 
-  const status = async () => {
-    const inv = await inventory();
-    const hosts: Record<string, unknown> = {};
-    for (const h of inv.hosts) {
-      const s = state.hosts[h.name] ?? emptyHost();
-      let current: string | null = null;
-      let error: string | undefined;
-      try {
-        current = (await built(inv, h)).fingerprint.sha256;
-      } catch (err) {
-        error = describeError(err);
-      }
-      hosts[h.name] = {
-        ...s,
-        macs: h.macs,
-        currentFingerprint: current,
-        stale: s.servedFingerprint !== null && current !== null && s.servedFingerprint !== current,
-        ...(error ? { error } : {}),
-      };
-    }
-    return { hosts, unknown: state.unknown };
-  };
+  const status = async () => statusOf(await inventory(), state, (inv, h) => built(inv, h));
 
   /** A file with Range and HEAD; returns the bytes sent. */
   const sendFile = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { repoRoot } from "../helpers/fixtures.js";
+import { decodedDeep } from "../helpers/ignition.js";
 
 let work: string;
 let fleet: string;
@@ -46,20 +47,6 @@ function children(text: string): string[] {
   return j.ignition.config.merge.map((m) =>
     Buffer.from(m.source.replace(/^data:;base64,/, ""), "base64").toString("utf8"),
   );
-}
-
-/** Every base64 data: URL in the text, decoded, and those inside them, all joined. */
-function decodedDeep(text: string): string {
-  const found: string[] = [];
-  const walk = (t: string) => {
-    for (const m of t.matchAll(/data:[^,"]*;base64,([A-Za-z0-9+/=]+)/g)) {
-      const inner = Buffer.from(m[1] as string, "base64").toString("utf8");
-      found.push(inner);
-      walk(inner);
-    }
-  };
-  walk(text);
-  return found.join("\n");
 }
 
 describe("provision fleet", () => {

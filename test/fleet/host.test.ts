@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixture, partition, repoRoot } from "../helpers/fixtures.js";
+import { decodedDeep } from "../helpers/ignition.js";
 import { hybridDump, mbrDump } from "../mbr/util.js";
 
 let work: string;
@@ -36,19 +37,6 @@ async function embedded(img: string): Promise<string> {
     `${img}?offset=${partition("boot").offset}`,
   ]);
   return String(r.stdout);
-}
-
-function decodedDeep(text: string): string {
-  const found: string[] = [];
-  const walk = (t: string) => {
-    for (const m of t.matchAll(/data:[^,"]*;base64,([A-Za-z0-9+/=]+)/g)) {
-      const inner = Buffer.from(m[1] as string, "base64").toString("utf8");
-      found.push(inner);
-      walk(inner);
-    }
-  };
-  walk(text);
-  return found.join("\n");
 }
 
 beforeAll(async () => {

@@ -5,7 +5,7 @@
 // as unknown; after an edit to the shared fragment both hosts are stale and the next boot
 // gets the new config. Kernel and initramfs come from an upstream on 127.0.0.1 through serve's
 // verified cache.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawnSync } from "node:child_process";
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixture, repoRoot } from "../helpers/fixtures.js";
 import { startServer, type TestServer } from "../helpers/http.js";
+import { detachSign, startServe } from "../helpers/serve.js";
 
 const FX = join(repoRoot, ".cache", "pxe-fixture");
 const TOKEN = "netboot-token-77a1";
@@ -68,27 +69,7 @@ const fingerprints = async () => {
   );
 };
 
-async function sign(file: string): Promise<Buffer> {
-  const home = await mkdtemp(join(work, "gpg-"));
-  await cp(fixture("gnupg"), home, { recursive: true });
-  await execa("gpg", [
-    "--homedir",
-    home,
-    "--batch",
-    "--yes",
-    "--quiet",
-    "--pinentry-mode",
-    "loopback",
-    "--passphrase",
-    "",
-    "--detach-sign",
-    "--output",
-    `${file}.sig`,
-    file,
-  ]);
-  await execa("gpgconf", ["--homedir", home, "--kill", "all"], { reject: false });
-  return await readFile(`${file}.sig`);
-}
+const sign = (file: string) => detachSign(fixture("gnupg"), file, work);
 
 /** Boot the stick as the machine with this MAC; the console must show all of `expect`. */
 async function boot(mac: string, expect: string[], timeout = "240") {
@@ -153,31 +134,10 @@ beforeAll(async () => {
       "",
     ].join("\n"),
   );
-  serve = spawn(
-    "node",
-    [
-      join(repoRoot, "bin", "provision.js"),
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--token",
-      TOKEN,
-      "--flatcar-base-url",
-      upstream.url,
-      "--keyring",
-      fixture("keyring.gpg"),
-    ],
-    { cwd: fleetDir, env: env(), stdio: ["ignore", "ignore", "pipe"] },
-  );
-  url = await new Promise<string>((resolve, reject) => {
-    let err = "";
-    serve.stderr?.on("data", (d: Buffer) => {
-      err += d.toString();
-      const m = / on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
-      if (m) resolve(m[1] as string);
-    });
-    serve.on("exit", (c) => reject(new Error(`serve exited ${c}: ${err}`)));
-  });
+  ({ proc: serve, url } = await startServe(
+    ["--token", TOKEN, "--flatcar-base-url", upstream.url, "--keyring", fixture("keyring.gpg")],
+    { cwd: fleetDir, env: env() },
+  ));
   const port = new URL(url).port;
   stick = join(work, "stick.img");
   const s = await cli([

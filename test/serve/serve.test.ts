@@ -3,15 +3,16 @@
 // and UUID, unknown machines, ETag/304, Range, HEAD, the token, a broken fragment for one
 // host only, one upstream download for two concurrent cold requests, a bad signature (502,
 // nothing cached), kill -9 and restart keeping /status, stale after an edit, a clean SIGTERM.
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { cp, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixture, repoRoot } from "../helpers/fixtures.js";
 import { startServer, type TestServer } from "../helpers/http.js";
+import { detachSign, spawnServe, startServe as startServeChild } from "../helpers/serve.js";
 
 const TOKEN = "test-token-5e1f";
 const VERSION = "4081.2.0";
@@ -30,58 +31,17 @@ const env = () => ({
   XDG_STATE_HOME: join(work, "state"),
 });
 
-async function sign(homedir: string, file: string): Promise<Buffer> {
-  const home = await mkdtemp(join(work, "gpg-"));
-  await cp(homedir, home, { recursive: true });
-  await execa("gpg", [
-    "--homedir",
-    home,
-    "--batch",
-    "--yes",
-    "--quiet",
-    "--pinentry-mode",
-    "loopback",
-    "--passphrase",
-    "",
-    "--detach-sign",
-    "--output",
-    `${file}.sig`,
-    file,
-  ]);
-  await execa("gpgconf", ["--homedir", home, "--kill", "all"], { reject: false });
-  return await readFile(`${file}.sig`);
-}
+const sign = (homedir: string, file: string) => detachSign(homedir, file, work);
 
-async function startServe(): Promise<{ proc: ChildProcess; url: string; out: string[] }> {
-  const proc = spawn(
-    "node",
-    [
-      join(repoRoot, "bin", "provision.js"),
-      "serve",
-      "--listen",
-      "127.0.0.1:0",
-      "--token",
-      TOKEN,
-      "--flatcar-base-url",
-      upstream.url,
-      "--keyring",
-      fixture("keyring.gpg"),
-    ],
-    { cwd: fleetDir, env: env(), stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const out: string[] = [];
-  proc.stdout?.on("data", (d: Buffer) => out.push(...d.toString().split("\n").filter(Boolean)));
-  const url = await new Promise<string>((resolve, reject) => {
-    let err = "";
-    proc.stderr?.on("data", (d: Buffer) => {
-      err += d.toString();
-      const m = / on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
-      if (m) resolve(m[1] as string);
-    });
-    proc.on("exit", (c) => reject(new Error(`serve exited ${c}: ${err}`)));
-  });
-  return { proc, url, out };
-}
+const serveArgs = () => [
+  "--token",
+  TOKEN,
+  "--flatcar-base-url",
+  upstream.url,
+  "--keyring",
+  fixture("keyring.gpg"),
+];
+const startServe = () => startServeChild(serveArgs(), { cwd: fleetDir, env: env() });
 
 async function get(path: string, headers: Record<string, string> = {}, method = "GET") {
   const res = await fetch(`${server?.url}${path}`, { headers, method });
@@ -264,37 +224,16 @@ describe("provision serve", () => {
 
   it("--prefetch fills the cache before listening (a bad signature stops it, naming the file); --json logs JSON lines", async () => {
     const run = (inventory: string, cache: string) =>
-      spawn(
-        "node",
-        [
-          join(repoRoot, "bin", "provision.js"),
-          "serve",
-          "--listen",
-          "127.0.0.1:0",
-          "--token",
-          TOKEN,
-          "--flatcar-base-url",
-          upstream.url,
-          "--keyring",
-          fixture("keyring.gpg"),
-          "--inventory",
-          inventory,
-          "--prefetch",
-          "--json",
-        ],
-        {
-          cwd: fleetDir,
-          env: { ...env(), XDG_CACHE_HOME: cache },
-          stdio: ["ignore", "pipe", "pipe"],
-        },
-      );
+      spawnServe([...serveArgs(), "--inventory", inventory, "--prefetch", "--json"], {
+        cwd: fleetDir,
+        env: { ...env(), XDG_CACHE_HOME: cache },
+      });
     // With the host whose release is signed by an unknown key: refused before listening.
     const bad = run(join(fleetDir, "provision.yaml"), join(work, "cache-pf1"));
-    let badErr = "";
-    bad.stderr?.on("data", (d: Buffer) => {
-      badErr += d.toString();
-    });
-    const code = await new Promise<number | null>((resolve) => bad.on("exit", (c) => resolve(c)));
+    const code = await new Promise<number | null>((resolve) =>
+      bad.proc.on("exit", (c) => resolve(c)),
+    );
+    const badErr = bad.stderr();
     expect(code).not.toBe(0);
     expect(badErr).toMatch(
       new RegExp(
@@ -309,17 +248,8 @@ describe("provision serve", () => {
     await writeFile(good, text.slice(0, text.indexOf("  broken:")));
     const before = upstream.requests.length;
     const p = run(good, join(work, "cache-pf2"));
-    const out: string[] = [];
-    p.stdout?.on("data", (d: Buffer) => out.push(...d.toString().split("\n").filter(Boolean)));
-    const base = await new Promise<string>((resolve, reject) => {
-      let err = "";
-      p.stderr?.on("data", (d: Buffer) => {
-        err += d.toString();
-        const m = / on (http:\/\/127\.0\.0\.1:\d+)/.exec(err);
-        if (m) resolve(m[1] as string);
-      });
-      p.on("exit", (c) => reject(new Error(`serve exited ${c}: ${err}`)));
-    });
+    const { out } = p;
+    const base = await p.listening;
     try {
       // Both boot files (and their signatures) came down before the first request.
       expect(upstream.requests.length - before).toBeGreaterThanOrEqual(4);
@@ -341,7 +271,7 @@ describe("provision serve", () => {
         `/assets/flatcar/beta-${VERSION}/x86_64/flatcar_production_pxe_image.cpio.gz`,
       );
     } finally {
-      p.kill("SIGKILL");
+      p.proc.kill("SIGKILL");
     }
   });
 
