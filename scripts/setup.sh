@@ -14,7 +14,9 @@ PACKAGES=(xz-utils zstd bzip2 gzip gdisk fdisk mtools dosfstools e2fsprogs gnupg
   qemu-system-arm qemu-efi-aarch64 qemu-utils grub-common cpio binutils
   qemu-system-x86 ovmf seabios libxml2-utils openssh-client
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients openssh-server
-  syslinux syslinux-common ipxe gcc libc6-dev)
+  syslinux syslinux-common ipxe gcc libc6-dev zsh fish bmap-tools)
+# bmap-tools: bmaptool, the second anchor of npm run bench (bench/flash.sh).
+# zsh and fish: the shell completion tests drive bash, zsh and fish themselves.
 # pxe-stick: syslinux (BIOS boot) and bookworm's ipxe (ipxe.lkrn; its 2019 EFI build is
 # the one the tests expect to be refused); the tests' iPXE EFI comes from Debian trixie
 # (fixtures/build-pxe-fixture.sh). libvirt and sshd: the qemu-test --connect tests run a real libvirtd (started by the test

@@ -2,148 +2,25 @@
  * Command-line wiring: parse arguments, render progress, map errors to one line and an exit
  * code. No logic of its own beyond that.
  */
-import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
-import type { Board } from "./board/index.js";
-import { listCache, pruneCache } from "./cache/index.js";
-import { pickDisk } from "./disk/index.js";
+import { registerCompletion } from "./completion/cli.js";
+import { registerDoctor } from "./doctor/cli.js";
 import {
   EXIT,
   jsonError,
   jsonRequested,
-  ProvisionError,
   parserErrorOutput,
   reportError,
   UsageError,
 } from "./errors.js";
-import { exitCodeOf, type FlashReport, flash, type ThenTestOptions } from "./flash/index.js";
 import { registerFleet } from "./fleet/cli.js";
 import { registerPxeStick } from "./ipxe/cli.js";
-import {
-  finalExitCode,
-  installLastResort,
-  interruptSignal as lifecycleSignal,
-  runUrgentCleanups,
-} from "./lifecycle.js";
-import {
-  fixMbr,
-  formatTables,
-  repairUnitButane,
-  repairUnitFragment,
-  showMbr,
-} from "./mbr/index.js";
-import { createReporter, formatBytes, type Reporter } from "./progress/index.js";
-import {
-  isQemuTestArgv,
-  positiveInt,
-  registerQemuTest,
-  timeoutOption,
-  verdictLines,
-} from "./qemu/cli.js";
-import { QEMU_EXIT } from "./qemu/index.js";
+import { finalExitCode, installLastResort, runUrgentCleanups } from "./lifecycle.js";
+import { registerQemuTest } from "./qemu/cli.js";
+import { isQemuTestArgv, QEMU_EXIT } from "./qemu/exit.js";
 import { registerFleetStatus, registerServe } from "./serve/cli.js";
-import type { Arch, OsName } from "./source/index.js";
-import {
-  addImageSourceOptions,
-  applySourceOptions,
-  collect,
-  imageSourceFrom,
-} from "./source/options.js";
-
-const VERSION = (
-  JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
-    version: string;
-  }
-).version;
-
-function makeReporter(o: { quiet?: boolean }): Reporter {
-  const tty = Boolean(process.stderr.isTTY) && !process.env.CI;
-  return createReporter({ mode: o.quiet ? "quiet" : tty ? "tty" : "plain" });
-}
-
-/** Ctrl-C, SIGTERM, SIGHUP stop the run once; a second one exits at once (src/lifecycle). */
-function interruptSignal(reporter: Reporter): AbortSignal {
-  return lifecycleSignal({
-    onFirst(sig) {
-      reporter.stop();
-      process.stderr.write(
-        `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: stopping (press Ctrl-C again to exit at once)\n`,
-      );
-    },
-  });
-}
-
-function printFlashReport(report: FlashReport, reporter: Reporter, json: boolean, quiet: boolean) {
-  reporter.stop();
-  if (json) {
-    // A failed run carries its first failure as `error`, like every --json failure.
-    const bad = report.targets.find((t) => !t.ok);
-    const code = exitCodeOf(report);
-    const error =
-      code === EXIT.OK
-        ? undefined
-        : {
-            message: bad ? `${bad.path}: ${bad.error}` : "a target did not boot (--then-test)",
-            exitCode: finalExitCode(code),
-          };
-    process.stdout.write(
-      `${JSON.stringify({ ...report, ...(error ? { error } : {}) }, null, 2)}\n`,
-    );
-    // stderr keeps its one line per failed target.
-    for (const t of report.targets) if (!t.ok) process.stderr.write(`✖ ${t.path}: ${t.error}\n`);
-    return;
-  }
-  if (report.plan) {
-    for (const l of report.plan) process.stdout.write(`${l}\n`);
-    return;
-  }
-  for (const t of report.targets) {
-    if (t.ok && !quiet) {
-      const parts = [t.verified ? "verified" : "not verified (--no-verify)"];
-      if (t.ignition) parts.push(`Ignition at ${t.ignition}`);
-      process.stderr.write(`✔ ${t.path}: ready (${parts.join(", ")})\n`);
-    } else if (!t.ok) {
-      process.stderr.write(`✖ ${t.path}: ${t.error}\n`);
-    }
-    if (t.boot) {
-      const lines = verdictLines(t.boot, { prefix: "  boot: ", tail: quiet ? 0 : 10 });
-      process.stderr.write(`${(quiet && t.boot.exitCode === 0 ? [] : lines).join("\n")}\n`);
-    }
-  }
-}
-
-/** flash --then-test and its qemu-test options; bad values are usage errors (exit 2) here. */
-function thenTestOptions(o: Record<string, unknown>): ThenTestOptions | undefined {
-  if (!o.thenTest) {
-    if (o.expect || o.fail)
-      throw new ProvisionError("--expect and --fail need --then-test", { exitCode: EXIT.USAGE });
-    return undefined;
-  }
-  for (const re of [...((o.expect as string[]) ?? []), ...((o.fail as string[]) ?? [])]) {
-    try {
-      new RegExp(re);
-    } catch (err) {
-      throw new ProvisionError(`not a valid regex: ${re}: ${(err as Error).message}`, {
-        exitCode: EXIT.USAGE,
-      });
-    }
-  }
-  try {
-    return {
-      arch: o.arch as Arch | undefined,
-      bios: Boolean(o.bios),
-      memoryMiB: positiveInt(o.testMemory, "--test-memory"),
-      cpus: positiveInt(o.testCpus, "--test-cpus"),
-      expect: o.expect as string[] | undefined,
-      fail: o.fail as string[] | undefined,
-      timeoutMs: timeoutOption(o.testTimeout, "--test-timeout"),
-    };
-  } catch (err) {
-    if (err instanceof ProvisionError)
-      throw new ProvisionError(err.message, { hint: err.hint, exitCode: EXIT.USAGE });
-    throw err;
-  }
-}
+import { addImageSourceOptions, applySourceOptions, collect } from "./source/options.js";
+import { VERSION, versionText } from "./version.js";
 
 function buildProgram(argv: string[]): Command {
   const program = new Command();
@@ -157,7 +34,7 @@ function buildProgram(argv: string[]): Command {
     .description(
       "Bring up Fedora CoreOS and Flatcar machines: flash SD cards and disks, build iPXE sticks, boot-test in QEMU.",
     )
-    .version(VERSION, "-V, --version")
+    .version(versionText(), "-V, --version")
     .option("--debug", "on an internal error, also print its stack trace")
     .showHelpAfterError("(run with --help for usage)")
     .exitOverride();
@@ -263,84 +140,19 @@ checksum, signature), 3 refused (system disk, mounted, too small, not confirmed)
 4 a required program is missing, 130 interrupted. With --then-test, a target that was
 written but did not boot (or could not be booted) makes the exit code 1.`,
     )
-    .action(async (targetArgs: string[], o: Record<string, unknown>, cmd: Command) => {
-      const reporter = makeReporter(o);
-      const signal = interruptSignal(reporter);
-      const isTTY = Boolean(process.stdin.isTTY && process.stderr.isTTY);
-      let targets = targetArgs;
-      // --host: the inventory's host gives the defaults and the config (built now, with its
-      // secret values: this config goes onto the target and nowhere else).
-      let fromHost: Awaited<ReturnType<typeof import("./fleet/use.js").useHost>> | undefined;
-      if (o.host !== undefined) {
-        if (o.ignition !== undefined || o.ignitionUrl !== undefined)
-          throw new UsageError(
-            `--host and ${o.ignition !== undefined ? "--ignition" : "--ignition-url"} cannot go together: the host's config comes from the inventory`,
-            "add the fragment to the host's ignition list instead",
-          );
-        const { useHost } = await import("./fleet/use.js");
-        fromHost = await useHost(cmd, o, {
-          secrets: "values",
-          warn: (l) => reporter.warn(l),
-          kargsOption: "appendKarg",
-          signal,
-        });
-        reporter.info(
-          `host ${fromHost.host.name}: config ${fromHost.fingerprint.sha256.slice(0, 12)} built from ${fromHost.fingerprint.sources.length} source file(s)`,
-        );
-        if (targets.length === 0 && fromHost.host.disk) targets = [fromHost.host.disk];
-      } else if (o.inventory !== undefined) {
-        throw new UsageError("--inventory needs --host");
-      }
-      if (targets.length === 0) {
-        if (!isTTY)
-          throw new ProvisionError("no target given", {
-            hint: "pass a disk (/dev/sdX) or an image file path",
-            exitCode: EXIT.USAGE,
-          });
-        targets = [await pickDisk({})];
-      }
-      const source = imageSourceFrom(o);
-      const report = await flash({
-        targets,
-        image: {
-          ...source.request,
-          os: o.os as OsName,
-          arch: o.arch as Arch | undefined,
-          sector4k: Boolean(o["4k"]),
-        },
-        offline: source.offline,
-        keyrings: source.keyrings,
-        requireSignature: source.requireSignature,
-        ignitionFile: o.ignition as string | undefined,
-        ignitionUrl: o.ignitionUrl as string | undefined,
-        ignitionConfig: fromHost?.config,
-        appendKargs: o.appendKarg as string[] | undefined,
-        deleteKargs: o.deleteKarg as string[] | undefined,
-        sparse: Boolean(o.sparse),
-        verify: o.verify !== false,
-        unmount: Boolean(o.unmount),
-        yes: Boolean(o.yes),
-        isTTY,
-        dryRun: Boolean(o.dryRun),
-        preserveOnError: Boolean(o.preserveOnError),
-        board: o.board as Board,
-        firmware: o.firmware as string | undefined,
-        uboot: o.uboot as string | undefined,
-        configTxtFile: o.configTxt as string | undefined,
-        espFat32: Boolean(o.espFat32),
-        thenTest: thenTestOptions(o),
-        reporter,
-        signal,
-      });
-      printFlashReport(report, reporter, Boolean(o.json), Boolean(o.quiet));
-      process.exitCode = exitCodeOf(report);
+    .action(async (targets: string[], o: Record<string, unknown>, cmd: Command) => {
+      const { runFlash } = await import("./flash/run.js");
+      await runFlash(targets, o, cmd);
     });
 
   registerQemuTest(program);
   applySourceOptions(program);
   registerFleetStatus(registerFleet(program));
   registerServe(program);
-  registerPxeStick(program, { version: VERSION, makeReporter, interruptSignal });
+  registerPxeStick(program, VERSION);
+  // More commands: one register call per line below (doctor, completion).
+  registerDoctor(program);
+  registerCompletion(program);
 
   const cache = program
     .command("cache")
@@ -350,6 +162,8 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
     .description("list cached images")
     .option("--json", "machine-readable output")
     .action(async (o: { json?: boolean }) => {
+      const { listCache } = await import("./cache/index.js");
+      const { formatBytes } = await import("./progress/index.js");
       const entries = await listCache();
       if (o.json) {
         process.stdout.write(`${JSON.stringify(entries, null, 2)}\n`);
@@ -374,6 +188,8 @@ written but did not boot (or could not be booted) makes the exit code 1.`,
         throw new UsageError(`--older-than must be a number of days, got "${o.olderThan}"`);
       if (o.all && prune.getOptionValueSource("olderThan") === "cli")
         throw new UsageError("--all and --older-than cannot go together: --all removes everything");
+      const { pruneCache } = await import("./cache/index.js");
+      const { formatBytes } = await import("./progress/index.js");
       const removed = await pruneCache({ all: o.all, olderThanDays: days });
       if (o.json) {
         process.stdout.write(`${JSON.stringify({ removed }, null, 2)}\n`);
@@ -400,6 +216,7 @@ Exit codes: 0 the hybrid MBR is correct for a Raspberry Pi 2/3, 1 it is not (the
 are listed), 2 no GPT or a damaged one, or bad input.`,
     )
     .action(async (target: string, o: { partition?: string; json?: boolean }) => {
+      const { showMbr, formatTables } = await import("./mbr/index.js");
       const r = await showMbr(target, { partition: o.partition });
       const error = r.problems.length
         ? { message: r.problems[0], exitCode: EXIT.FAILED }
@@ -430,6 +247,7 @@ Exit codes: 0 written (or already correct), 1 failed, 2 no GPT / no such partiti
 3 refused (system disk, mounted, not confirmed), 4 a required program is missing.`,
     )
     .action(async (target: string, o: { partition?: string; yes?: boolean; json?: boolean }) => {
+      const { fixMbr, formatTables } = await import("./mbr/index.js");
       const r = await fixMbr(target, {
         partition: o.partition,
         yes: Boolean(o.yes),
@@ -463,7 +281,8 @@ Exit codes: 0 written (or already correct), 1 failed, 2 no GPT / no such partiti
 flash --board rpi2|rpi3 merges this fragment into the Ignition config by itself; this is
 for configs managed elsewhere (add it to ignition.config.merge, or merge the Butane).`,
     )
-    .action((o: { butane?: boolean }) => {
+    .action(async (o: { butane?: boolean }) => {
+      const { repairUnitButane, repairUnitFragment } = await import("./mbr/index.js");
       process.stdout.write(
         o.butane ? repairUnitButane() : `${JSON.stringify(repairUnitFragment(), null, 2)}\n`,
       );

@@ -1,76 +1,265 @@
 /**
  * The one place that runs external programs. A missing program becomes a ProvisionError
- * that names the Debian package to install; a failing one becomes an error carrying the
- * last line of its stderr.
+ * that names the package to install (Debian/Ubuntu and Fedora) and points at `provision
+ * doctor`; a failing one becomes an error carrying the last line of its stderr.
  */
 import { execa, type Options, type ResultPromise } from "execa";
+import { DOCTOR_COMMANDS, type DoctorCommand } from "../doctor/commands.js";
 import { EXIT, ProvisionError } from "../errors.js";
 import { onUrgentExit } from "../lifecycle.js";
 
-/** Which Debian package provides each program we use. */
-const PACKAGE_OF: Record<string, string> = {
-  xz: "xz-utils",
-  gzip: "gzip",
-  zstd: "zstd",
-  bzip2: "bzip2",
-  gpg: "gnupg",
-  gpgv: "gpgv",
-  sgdisk: "gdisk",
-  sfdisk: "fdisk",
-  partx: "util-linux",
-  losetup: "mount",
-  lsblk: "util-linux",
-  blockdev: "util-linux",
-  umount: "mount",
-  debugfs: "e2fsprogs",
-  mke2fs: "e2fsprogs",
-  "mkfs.ext4": "e2fsprogs",
-  tune2fs: "e2fsprogs",
-  mcopy: "mtools",
-  mdir: "mtools",
-  mmd: "mtools",
-  mtype: "mtools",
-  minfo: "mtools",
-  mattrib: "mtools",
-  tar: "tar",
-  unzip: "unzip",
-  "mkfs.vfat": "dosfstools",
-  syslinux: "syslinux",
-  dumpe2fs: "e2fsprogs",
-  dd: "coreutils",
-  "ignition-validate": "ignition",
-  "qemu-system-aarch64": "qemu-system-arm",
-  "qemu-system-x86_64": "qemu-system-x86",
-  "qemu-img": "qemu-utils",
-  "ssh-keygen": "openssh-client",
-  ssh: "openssh-client",
+export interface ProgramInfo {
+  /** The Debian/Ubuntu package; undefined when Debian 12 has none (see `url`). */
+  debian?: string;
+  /** The Fedora package. */
+  fedora: string;
+  /** Where to get it when a distribution has no package. */
+  url?: string;
+  /** The commands that cannot work without it, and what for. */
+  required?: Partial<Record<DoctorCommand, string>>;
+  /** The commands that use it for some inputs or flags only, and which. */
+  optional?: Partial<Record<DoctorCommand, string>>;
+}
+
+/**
+ * Every program provision runs: the package that provides it on Debian/Ubuntu and on
+ * Fedora, and which commands need it (`provision doctor` reads this; the missing-program
+ * error names the packages). qemu-system-* are optional here: doctor makes the one for the
+ * host's architecture (or `--arch`) required for qemu-test.
+ */
+export const PROGRAMS: Record<string, ProgramInfo> = {
+  xz: {
+    debian: "xz-utils",
+    fedora: "xz",
+    required: { flash: "FCOS images (.raw.xz)" },
+    optional: { "qemu-test": "xz-compressed images" },
+  },
+  bzip2: { debian: "bzip2", fedora: "bzip2", required: { flash: "Flatcar images (.bin.bz2)" } },
+  gzip: { debian: "gzip", fedora: "gzip", optional: { flash: "gzip-compressed images" } },
+  zstd: { debian: "zstd", fedora: "zstd", optional: { flash: "zstd-compressed images" } },
+  pigz: { debian: "pigz", fedora: "pigz" },
+  lbzip2: { debian: "lbzip2", fedora: "lbzip2" },
+  pbzip2: { debian: "pbzip2", fedora: "pbzip2" },
+  gpgv: {
+    debian: "gpgv",
+    fedora: "gnupg2",
+    required: { flash: "image signatures", serve: "boot file signatures" },
+  },
+  gpg: { debian: "gnupg", fedora: "gnupg2", optional: { flash: "ASCII-armored --keyring files" } },
+  dd: {
+    debian: "coreutils",
+    fedora: "coreutils",
+    required: { flash: "the read-back check", mbr: "image files" },
+  },
+  lsblk: {
+    debian: "util-linux",
+    fedora: "util-linux",
+    required: { flash: "disk details and safety checks", "pxe-stick": "disk details" },
+  },
+  blockdev: {
+    debian: "util-linux",
+    fedora: "util-linux",
+    required: { flash: "disks", "pxe-stick": "disks", mbr: "disks" },
+  },
+  blkid: {
+    debian: "util-linux",
+    fedora: "util-linux",
+    optional: { flash: "filesystem labels without udev" },
+  },
+  umount: { debian: "mount", fedora: "util-linux", optional: { flash: "--unmount" } },
+  mount: {
+    debian: "mount",
+    fedora: "util-linux",
+    optional: { flash: "Ignition on Flatcar's OEM partition (root)" },
+  },
+  losetup: {
+    debian: "mount",
+    fedora: "util-linux",
+    optional: { flash: "Ignition on Flatcar's OEM partition (root)" },
+  },
+  partx: { debian: "util-linux", fedora: "util-linux" },
+  sgdisk: { debian: "gdisk", fedora: "gdisk", required: { "pxe-stick": "the partition table" } },
+  sfdisk: { debian: "fdisk", fedora: "util-linux" },
+  debugfs: {
+    debian: "e2fsprogs",
+    fedora: "e2fsprogs",
+    required: {
+      flash: "Ignition and kernel arguments on FCOS's boot partition",
+      "pxe-stick": "the secrets volume",
+    },
+  },
+  mke2fs: {
+    debian: "e2fsprogs",
+    fedora: "e2fsprogs",
+    required: { "pxe-stick": "the secrets volume" },
+  },
+  "mkfs.ext4": { debian: "e2fsprogs", fedora: "e2fsprogs" },
+  tune2fs: { debian: "e2fsprogs", fedora: "e2fsprogs" },
+  dumpe2fs: { debian: "e2fsprogs", fedora: "e2fsprogs" },
+  "mkfs.vfat": {
+    debian: "dosfstools",
+    fedora: "dosfstools",
+    required: { "pxe-stick": "the boot partition" },
+    optional: { flash: "--esp-fat32" },
+  },
+  mmd: {
+    debian: "mtools",
+    fedora: "mtools",
+    required: { "pxe-stick": "the boot partition" },
+    optional: { flash: "--board rpi2|rpi3|rpi4" },
+  },
+  mcopy: {
+    debian: "mtools",
+    fedora: "mtools",
+    required: { "pxe-stick": "the boot partition" },
+    optional: { flash: "--board rpi2|rpi3|rpi4" },
+  },
+  mtype: {
+    debian: "mtools",
+    fedora: "mtools",
+    required: { "pxe-stick": "the boot partition" },
+    optional: { flash: "--board rpi2|rpi3|rpi4" },
+  },
+  mdir: {
+    debian: "mtools",
+    fedora: "mtools",
+    optional: { flash: "--board rpi2|rpi3|rpi4", "qemu-test": "telling an image's architecture" },
+  },
+  minfo: { debian: "mtools", fedora: "mtools", optional: { flash: "--board rpi2|rpi3|rpi4" } },
+  mattrib: { debian: "mtools", fedora: "mtools", optional: { flash: "--esp-fat32" } },
+  tar: { debian: "tar", fedora: "tar", optional: { flash: "--firmware TARBALL" } },
+  unzip: { debian: "unzip", fedora: "unzip", optional: { flash: "--firmware ZIP" } },
+  syslinux: {
+    debian: "syslinux",
+    fedora: "syslinux",
+    optional: { "pxe-stick": "legacy BIOS boot (--boot both|bios)" },
+  },
+  "ignition-validate": {
+    debian: "ignition",
+    fedora: "ignition-validate",
+    optional: {
+      flash: "Ignition's own check of configs",
+      serve: "Ignition's own check of configs",
+      fleet: "Ignition's own check of configs",
+    },
+  },
+  butane: {
+    fedora: "butane",
+    url: "https://coreos.github.io/butane/getting-started/",
+    optional: { flash: "Butane configs (.bu)", serve: "Butane sources", fleet: "Butane sources" },
+  },
+  "qemu-system-x86_64": {
+    debian: "qemu-system-x86",
+    fedora: "qemu-system-x86",
+    optional: { "qemu-test": "x86_64 guests", flash: "--then-test of x86_64 images" },
+  },
+  "qemu-system-aarch64": {
+    debian: "qemu-system-arm",
+    fedora: "qemu-system-aarch64",
+    optional: { "qemu-test": "aarch64 guests", flash: "--then-test of aarch64 images" },
+  },
+  "qemu-img": {
+    debian: "qemu-utils",
+    fedora: "qemu-img",
+    required: { "qemu-test": "overlays" },
+    optional: { flash: "--then-test" },
+  },
+  "ssh-keygen": {
+    debian: "openssh-client",
+    fedora: "openssh-clients",
+    optional: { "qemu-test": "--ssh" },
+  },
+  ssh: { debian: "openssh-client", fedora: "openssh-clients", optional: { "qemu-test": "--ssh" } },
 };
 
+/** The Debian package that provides `program`, if we know it. */
 export function packageFor(program: string): string | undefined {
-  return PACKAGE_OF[program];
+  return PROGRAMS[program]?.debian;
+}
+
+/** "apt-get install gdisk (Fedora: dnf install gdisk)" for these programs. */
+export function installCommand(programs: readonly string[]): string {
+  const debian = new Set<string>();
+  const fedora = new Set<string>();
+  const urls: string[] = [];
+  for (const p of programs) {
+    const info = PROGRAMS[p];
+    if (!info) {
+      debian.add(p);
+      fedora.add(p);
+      continue;
+    }
+    if (info.debian) debian.add(info.debian);
+    else if (info.url) urls.push(`${p}: ${info.url}`);
+    fedora.add(info.fedora);
+  }
+  const apt = debian.size ? `apt-get install ${[...debian].join(" ")}` : "";
+  const parts = [apt, `(Fedora: dnf install ${[...fedora].join(" ")})`];
+  if (urls.length) parts.push(`(Debian: ${urls.join(", ")})`);
+  return parts.filter(Boolean).join(" ");
+}
+
+/**
+ * Which command this process runs, for the hint: the first word of the command line that
+ * is one of DOCTOR_COMMANDS.
+ */
+function runningCommand(): DoctorCommand | undefined {
+  const word = process.argv.slice(2).find((a) => !a.startsWith("-"));
+  return (DOCTOR_COMMANDS as readonly string[]).includes(word ?? "")
+    ? (word as DoctorCommand)
+    : undefined;
+}
+
+function doctorHint(): string {
+  const cmd = runningCommand();
+  return cmd
+    ? `\`provision doctor ${cmd}\` checks everything ${cmd} needs`
+    : "`provision doctor` checks everything each command needs";
 }
 
 function missingTool(program: string): ProvisionError {
-  const pkg = PACKAGE_OF[program];
   return new ProvisionError(`${program} is not installed`, {
-    hint: pkg ? `install it with: apt-get install ${pkg}` : `install ${program} and retry`,
+    hint: `install it with: ${installCommand([program])}; ${doctorHint()}`,
     exitCode: EXIT.MISSING_TOOL,
   });
 }
 
-/** True when `program` is on PATH (or is an existing absolute path). */
-export async function hasProgram(program: string): Promise<boolean> {
+/**
+ * Directories searched after PATH: /usr/sbin and /sbin hold e2fsprogs, losetup, sgdisk, and
+ * a non-root PATH often lacks them. PROVISION_SBIN_DIRS (colon-separated) replaces them;
+ * set it empty to search PATH alone (the tests do, to make a program missing).
+ */
+function sbinDirs(): string[] {
+  const env = process.env.PROVISION_SBIN_DIRS;
+  return (env ?? "/usr/sbin:/sbin").split(":").filter((d) => d !== "");
+}
+
+/** Where a program is looked for: PATH, then the sbin directories. */
+export function programSearchDirs(): string[] {
+  const dirs: string[] = [];
+  for (const d of [...(process.env.PATH ?? "").split(":"), ...sbinDirs()])
+    if (d !== "" && !dirs.includes(d)) dirs.push(d);
+  return dirs;
+}
+
+/** The executable `program` would run (searching programSearchDirs()), or undefined. */
+export async function findProgram(program: string): Promise<string | undefined> {
   const { access, constants } = await import("node:fs/promises");
-  const dirs = program.includes("/") ? [""] : (process.env.PATH ?? "").split(":");
-  // /sbin and /usr/sbin hold e2fsprogs, losetup, sgdisk; a non-root PATH often lacks them.
-  if (!program.includes("/")) dirs.push("/usr/sbin", "/sbin");
-  for (const dir of dirs) {
+  const candidates = program.includes("/")
+    ? [program]
+    : programSearchDirs().map((d) => `${d}/${program}`);
+  for (const c of candidates) {
     try {
-      await access(dir ? `${dir}/${program}` : program, constants.X_OK);
-      return true;
+      await access(c, constants.X_OK);
+      return c;
     } catch {}
   }
-  return false;
+  return undefined;
+}
+
+/** True when `program` is on PATH (or in the sbin directories, or an existing absolute path). */
+export async function hasProgram(program: string): Promise<boolean> {
+  return (await findProgram(program)) !== undefined;
 }
 
 /** Fail with one line naming every missing program and its package. */
@@ -79,14 +268,13 @@ export async function requirePrograms(programs: string[]): Promise<void> {
   for (const p of new Set(programs)) if (!(await hasProgram(p))) missing.push(p);
   if (missing.length === 0) return;
   if (missing.length === 1) throw missingTool(missing[0] as string);
-  const pkgs = [...new Set(missing.map((p) => PACKAGE_OF[p] ?? p))];
   throw new ProvisionError(`required programs are not installed: ${missing.join(", ")}`, {
-    hint: `install them with: apt-get install ${pkgs.join(" ")}`,
+    hint: `install them with: ${installCommand(missing)}; ${doctorHint()}`,
     exitCode: EXIT.MISSING_TOOL,
   });
 }
 
-const SBIN_PATH = `${process.env.PATH ?? "/usr/bin:/bin"}:/usr/sbin:/sbin`;
+const SBIN_PATH = [process.env.PATH ?? "/usr/bin:/bin", ...sbinDirs()].join(":");
 
 export interface RunResult {
   stdout: string;
@@ -164,12 +352,16 @@ export function killedOnUrgentExit<
 export function spawnStreaming(
   program: string,
   args: readonly string[],
-  opts: Pick<Options, "stdin" | "stdout" | "stderr"> & { signal?: AbortSignal } = {},
+  opts: Pick<Options, "stdin" | "stderr"> & {
+    /** As execa's, or a file descriptor the child writes to (e.g. a FIFO's write end). */
+    stdout?: Options["stdout"] | number;
+    signal?: AbortSignal;
+  } = {},
 ): ResultPromise {
   const child = killedOnUrgentExit(
     execa(program, args, {
       stdin: opts.stdin ?? "pipe",
-      stdout: opts.stdout ?? "pipe",
+      stdout: (opts.stdout ?? "pipe") as Options["stdout"],
       stderr: opts.stderr ?? "pipe",
       buffer: { stdout: false, stderr: true },
       cancelSignal: opts.signal,

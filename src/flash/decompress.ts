@@ -3,11 +3,10 @@
  * allows: xz -T0, zstd -T0, pigz/lbzip2 when installed). The output is one stream of raw
  * image bytes; its exit is checked so a corrupt archive is an error, never a short image.
  */
-import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
-import type { Readable } from "node:stream";
 import { ProvisionError } from "../errors.js";
 import { hasProgram, requirePrograms, run, spawnStreaming } from "../exec/index.js";
+import { type BlockReader, fifoReader, fileReader } from "./reader.js";
 
 export type Compression = "xz" | "gzip" | "zstd" | "bzip2" | "raw";
 
@@ -93,7 +92,8 @@ export class CorruptImageError extends ProvisionError {
 
 export interface DecompressedStream {
   format: Compression;
-  stream: Readable;
+  /** The image's bytes, read into the caller's buffers (./reader.ts). */
+  reader: BlockReader;
   /** Resolves when the decompressor exited cleanly; rejects with its error otherwise. */
   done: Promise<void>;
 }
@@ -104,18 +104,22 @@ export async function openDecompressed(
 ): Promise<DecompressedStream> {
   const format = await detectFileCompression(path);
   if (format === "raw") {
-    const stream = createReadStream(path, { highWaterMark: 4 << 20, signal: opts.signal });
-    const done = new Promise<void>((resolve, reject) => {
-      stream.on("end", resolve);
-      stream.on("error", reject);
-    });
-    done.catch(() => {}); // handled by the caller after the stream ends
-    return { format, stream, done };
+    const reader = await fileReader(path);
+    return { format, reader, done: Promise.resolve() };
   }
   const [prog, args] = await command(format);
   await requirePrograms([prog]);
-  const child = spawnStreaming(prog, [...args, path], { stdin: "ignore", signal: opts.signal });
-  const stream = child.stdout as Readable;
+  const pipe = await fifoReader();
+  let child: ReturnType<typeof spawnStreaming>;
+  try {
+    child = spawnStreaming(prog, [...args, path], {
+      stdin: "ignore",
+      stdout: pipe.writeFd,
+      signal: opts.signal,
+    });
+  } finally {
+    pipe.release(); // the child has its copy; the reader sees the end when the child exits
+  }
   const done = (async () => {
     const r = await child;
     if (r.isCanceled) throw new ProvisionError(`${prog} was stopped`);
@@ -130,30 +134,5 @@ export async function openDecompressed(
   })();
   // Mark handled; the writer awaits it after the stream ends.
   done.catch(() => {});
-  return { format, stream, done };
-}
-
-/**
- * The first `bytes` of the decompressed image (less when it is shorter): enough to read its
- * partition table before anything is written. The decompressor is stopped afterwards.
- */
-export async function readImageHead(path: string, bytes: number): Promise<Buffer> {
-  const ac = new AbortController();
-  const d = await openDecompressed(path, { signal: ac.signal });
-  d.done.catch(() => {}); // stopped on purpose below
-  const chunks: Buffer[] = [];
-  let have = 0;
-  try {
-    for await (const chunk of d.stream) {
-      chunks.push(chunk as Buffer);
-      have += (chunk as Buffer).length;
-      if (have >= bytes) break;
-    }
-    // Shorter than asked: the image is small, or the decompressor failed; say which.
-    if (have < bytes) await d.done;
-  } finally {
-    ac.abort();
-    d.stream.destroy();
-  }
-  return Buffer.concat(chunks).subarray(0, bytes);
+  return { format, reader: pipe.reader, done };
 }

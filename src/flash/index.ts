@@ -47,6 +47,7 @@ import { repairUnitFragment } from "../mbr/index.js";
 import { formatBytes, type Reporter, silentReporter } from "../progress/index.js";
 import { type BootOptions, type BootResult, bootTest } from "../qemu/index.js";
 import { type ImageRequest, type ResolvedImage, resolveImage } from "../source/index.js";
+import { BLOCK_SIZE } from "./blocks.js";
 import { type Customization, customizeTarget, hasCustomization } from "./customize.js";
 import {
   CorruptImageError,
@@ -54,7 +55,6 @@ import {
   detectFileCompression,
   openDecompressed,
   programsFor,
-  readImageHead,
 } from "./decompress.js";
 import { notADiskImage, SNIFF_BYTES } from "./sniff.js";
 import { verifyTarget } from "./verify.js";
@@ -144,6 +144,15 @@ export interface FlashReport {
   seconds: number;
   /** Peak resident memory of this process (not its decompressor), bytes. */
   peakRssBytes?: number;
+  /**
+   * Seconds spent in each step (absent: the step did not run). startup: from the process
+   * start to the flash; resolve: the image metadata and the verified local copy;
+   * firstWrite: from the process start to the first byte written (the fixed cost);
+   * write, verify, customize: those steps.
+   */
+  timings?: Partial<
+    Record<"startup" | "resolve" | "firstWrite" | "write" | "verify" | "customize", number>
+  >;
 }
 
 /** Exit code for a finished run: 0 when every target is OK, else the first failure's. */
@@ -209,6 +218,7 @@ async function flashImpl(
   firmware?: StagedFirmware,
 ): Promise<FlashReport> {
   const started = Date.now();
+  const timings: NonNullable<FlashReport["timings"]> = { startup: secondsSince(0) };
   const reporter = opts.reporter ?? silentReporter;
   const signal = opts.signal;
   const verify = opts.verify ?? true;
@@ -264,6 +274,7 @@ async function flashImpl(
   }
 
   // 2. Resolve the image (metadata may come from the cache).
+  const resolveStarted = performance.now();
   const resolved = await resolveImage(opts.image, { offline: opts.offline, reporter, signal });
   const report: FlashReport = {
     dryRun: Boolean(opts.dryRun),
@@ -276,6 +287,7 @@ async function flashImpl(
       verified: false,
     })),
     seconds: 0,
+    timings,
   };
   if (opts.dryRun) {
     report.plan = planLines(resolved, targets, opts, custom);
@@ -307,6 +319,7 @@ async function flashImpl(
     reporter,
     signal,
   });
+  timings.resolve = secondsSince(resolveStarted);
   Object.assign(report.image, {
     signature: local.signature,
     fromCache: local.fromCache,
@@ -320,14 +333,35 @@ async function flashImpl(
   await requirePrograms(programsFor(format));
   const imageSize = await decompressedSize(local.path, format, local.size);
   report.image.imageSize = imageSize;
-  // Before anything is written: the decompressed head must be a disk image (a web page or
-  // a corrupt archive is named here, not flashed), and --esp-fat32 must be possible.
-  const head = await readImageHead(local.path, SNIFF_BYTES).catch((err: unknown) =>
-    badImage(local, resolved.url, err),
-  );
-  const notImage = notADiskImage(head);
-  if (notImage) await badImage(local, resolved.url, new UsageError(`${resolved.url} ${notImage}`));
-  if (custom.espFat32) await checkImageEspFat32(head);
+  // The image is decompressed once. Its first block is read now, before anything is
+  // written: it must be a disk image (a web page or a corrupt archive is named here, not
+  // flashed), and --esp-fat32 must be possible. Then it is written like every other block.
+  const stopInput = new AbortController();
+  const input = await openDecompressed(local.path, {
+    signal: signal ? AbortSignal.any([signal, stopInput.signal]) : stopInput.signal,
+  });
+  const stopReading = () => {
+    stopInput.abort();
+    input.reader.destroy();
+  };
+  const first = { buf: Buffer.allocUnsafe(BLOCK_SIZE), len: 0 };
+  try {
+    try {
+      first.len = await input.reader.fill(first.buf, BLOCK_SIZE);
+      // Shorter than a disk image's head: the image is tiny, or the decompressor failed.
+      if (first.len < SNIFF_BYTES) await input.done;
+    } catch (err) {
+      await badImage(local, resolved.url, err);
+    }
+    const head = first.buf.subarray(0, Math.min(first.len, SNIFF_BYTES));
+    const notImage = notADiskImage(head);
+    if (notImage)
+      await badImage(local, resolved.url, new UsageError(`${resolved.url} ${notImage}`));
+    if (custom.espFat32) await checkImageEspFat32(head);
+  } catch (err) {
+    stopReading();
+    throw err;
+  }
 
   // 5. Per-target checks that need the image size; failures drop only that target.
   const reports = new Map(report.targets.map((r) => [r.path, r]));
@@ -355,7 +389,10 @@ async function flashImpl(
       failTarget(t.path, err);
     }
   }
-  if (dests.length === 0) return finish(report, started);
+  if (dests.length === 0) {
+    stopReading();
+    return finish(report, started);
+  }
 
   // 6. Write.
   const fileExisted = new Map<string, boolean>();
@@ -372,17 +409,20 @@ async function flashImpl(
     `writing ${resolved.description} (${imageSize ? formatBytes(imageSize) : "size unknown"}) ${label}`,
   );
   const writeStarted = Date.now();
+  const writeStartedAt = performance.now();
   // Until each target is written (or wiped after a failure), a forced exit wipes it.
   const disarm = dests.map((d) =>
     wipeOnUrgentExit(d, fileExisted.get(d.path) ?? true, "flash it again"),
   );
-  const input = await openDecompressed(local.path, { signal });
-  const written = await writeToAll(input.stream, dests, {
+  const written = await writeToAll(input.reader, dests, {
     digests: verify,
+    head: first,
     expectedSize: imageSize,
     signal,
     onProgress: (done, total) => reporter.progress("write", done, total, label),
   });
+  timings.write = secondsSince(writeStartedAt);
+  if (written.firstWriteAt !== undefined) timings.firstWrite = round3(written.firstWriteAt / 1000);
   let sourceError: unknown;
   await input.done.catch((err) => {
     sourceError = err;
@@ -414,6 +454,7 @@ async function flashImpl(
 
   // 7. Verify (read back from the device) before changing anything on it.
   if (verify && written.digests) {
+    const verifyStarted = performance.now();
     await Promise.all(
       okDests().map(async (d) => {
         try {
@@ -431,9 +472,12 @@ async function flashImpl(
         }
       }),
     );
+    timings.verify = secondsSince(verifyStarted);
   }
 
   // 8. Customize each good target.
+  const customizeStarted = performance.now();
+  if (wantsCustomize && okDests().length > 0) timings.customize = 0;
   for (const d of okDests()) {
     try {
       Object.assign(
@@ -444,6 +488,8 @@ async function flashImpl(
       failTarget(d.path, err);
     }
   }
+
+  if (timings.customize !== undefined) timings.customize = secondsSince(customizeStarted);
 
   // 9. A target that was touched and failed must not boot by accident.
   for (const r of written.results) {
@@ -503,6 +549,10 @@ async function readConfigTxt(path: string): Promise<string> {
     throw new UsageError(`cannot read --config-txt ${path}: ${describeError(err)}`);
   }
 }
+
+const round3 = (s: number) => Math.round(s * 1000) / 1000;
+/** Seconds from `t0` (performance.now(); 0 is the process start) to now. */
+const secondsSince = (t0: number) => round3((performance.now() - t0) / 1000);
 
 function finish(report: FlashReport, started: number): FlashReport {
   report.seconds = (Date.now() - started) / 1000;

@@ -10,6 +10,7 @@ import type { Readable } from "node:stream";
 import { describeError, errnoText, ProvisionError, RefusedError } from "../errors.js";
 import { formatBytes } from "../progress/index.js";
 import { BLOCK_SIZE, blockDigest, nonZeroRuns } from "./blocks.js";
+import { type BlockReader, streamReader } from "./reader.js";
 
 export interface Destination {
   path: string;
@@ -33,6 +34,8 @@ export interface WriteResult {
   imageSize: number;
   /** One digest per block, when requested (for verify). */
   digests?: Buffer[];
+  /** performance.now() when the first write was issued (the fixed cost ends there). */
+  firstWriteAt?: number;
   results: DestinationResult[];
 }
 
@@ -53,8 +56,11 @@ async function openDestination(d: Destination): Promise<FileHandle> {
   return await open(d.path, "w", 0o644);
 }
 
+let firstWriteAt: number | undefined;
+
 /** A positioned write of all `len` bytes: a short write is continued (and its error seen). */
 async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number) {
+  firstWriteAt ??= performance.now();
   let done = 0;
   while (done < len) {
     const { bytesWritten } = await fh.write(buf, off + done, len - done, pos + done);
@@ -87,16 +93,23 @@ function targetError(d: Destination, err: unknown, at: number): unknown {
   });
 }
 
+function isBlockReader(s: BlockReader | Readable): s is BlockReader {
+  return typeof (s as BlockReader).fill === "function";
+}
+
 export async function writeToAll(
-  source: Readable,
+  source: BlockReader | Readable,
   dests: Destination[],
   opts: {
     digests: boolean;
+    /** The image's first block, already read from `source` (BLOCK_SIZE bytes unless shorter). */
+    head?: { buf: Buffer; len: number };
     expectedSize?: number;
     signal?: AbortSignal;
     onProgress?: (done: number, total?: number) => void;
   },
 ): Promise<WriteResult> {
+  firstWriteAt = undefined;
   const slots: Slot[] = dests.map((dest) => ({
     dest,
     result: { path: dest.path, ok: true, touched: false, bytesWritten: 0 },
@@ -193,37 +206,24 @@ export async function writeToAll(
     return Promise.all(writes).then(() => buf);
   };
 
-  let cur = pool.pop() as Buffer;
-  let fill = 0;
+  const reader = isBlockReader(source) ? source : streamReader(source);
   let readError: unknown;
   try {
-    for await (const chunk of source) {
+    for (let head = opts.head; ; head = undefined) {
       opts.signal?.throwIfAborted();
-      let c = chunk as Buffer;
-      while (c.length > 0) {
-        const n = Math.min(c.length, BLOCK_SIZE - fill);
-        c.copy(cur, fill, 0, n);
-        fill += n;
-        c = c.subarray(n);
-        if (fill === BLOCK_SIZE) {
-          inFlight.push(dispatch(cur, fill, position));
-          position += fill;
-          fill = 0;
-          opts.onProgress?.(position, opts.expectedSize);
-          if (pool.length === 0) pool.push(await (inFlight.shift() as Promise<Buffer>));
-          cur = pool.pop() as Buffer;
-          if (alive().length === 0) throw new Error("every target failed");
-        }
-      }
-    }
-    if (fill > 0) {
+      const cur = head ? head.buf : (pool.pop() as Buffer);
+      const fill = head ? head.len : await reader.fill(cur, BLOCK_SIZE);
+      if (fill === 0) break;
       inFlight.push(dispatch(cur, fill, position));
       position += fill;
       opts.onProgress?.(position, opts.expectedSize);
+      if (fill < BLOCK_SIZE) break;
+      if (pool.length === 0) pool.push(await (inFlight.shift() as Promise<Buffer>));
+      if (alive().length === 0) throw new Error("every target failed");
     }
   } catch (err) {
     readError = err;
-    source.destroy();
+    reader.destroy();
   }
   await Promise.all(inFlight);
 
@@ -244,5 +244,5 @@ export async function writeToAll(
     }),
   );
   await Promise.all(slots.map((s) => s.fh?.close().catch(() => {})));
-  return { imageSize: position, digests, results: slots.map((s) => s.result) };
+  return { imageSize: position, digests, firstWriteAt, results: slots.map((s) => s.result) };
 }

@@ -11,6 +11,7 @@
  *  6. `ignition-validate`, when installed and it knows the spec version, for everything else.
  *     When it is skipped (missing, or older than the config's spec), one warning says so.
  */
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -543,6 +544,37 @@ export { isObject };
  * full check was skipped and that our own spec checks (spec.ts, run before this) passed.
  */
 async function runIgnitionValidate(
+  text: string,
+  origin: string,
+  version: string,
+  withLineCol: boolean,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  // The verdict is a function of these inputs (the validator does not change while we run):
+  // a text judged once is not judged again, and callers asking at the same time share one
+  // run. `provision serve` builds the same fragments for many machines at once.
+  const key = createHash("sha256")
+    .update(`${origin}\0${version}\0${withLineCol}\0`)
+    .update(text)
+    .digest("hex");
+  let verdict = validated.get(key);
+  if (!verdict) {
+    verdict = validateOnce(text, origin, version, withLineCol, signal);
+    validated.set(key, verdict);
+    if (validated.size > VALIDATED_MAX) validated.delete(validated.keys().next().value as string);
+    // A run stopped by the caller's signal is no verdict: the next caller runs it again.
+    verdict.catch(() => {
+      if (signal?.aborted) validated.delete(key);
+    });
+  }
+  return [...(await verdict)];
+}
+
+/** Verdicts by the sha256 of (origin, version, line/col, text), oldest dropped first. */
+const validated = new Map<string, Promise<string[]>>();
+const VALIDATED_MAX = 1024;
+
+async function validateOnce(
   text: string,
   origin: string,
   version: string,

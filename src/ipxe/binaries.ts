@@ -28,6 +28,21 @@ const SYSLINUX_DIRS = [
   { mbr: "/usr/share/syslinux/gptmbr.bin", modules: "/usr/share/syslinux" }, // Fedora, Arch
 ];
 
+/** Where findIpxeEfi looks when no --ipxe-efi is given (for `provision doctor`). */
+export function ipxeEfiCandidates(arch: Arch): readonly string[] {
+  return EFI_PATHS[arch];
+}
+
+/**
+ * The packages with those files. Debian's has an EFI build that runs /autoexec.ipxe from
+ * trixie on; bookworm's (2019) does not.
+ */
+export const IPXE_PACKAGES: Record<Arch | "bios", { debian: string; fedora: string }> = {
+  x86_64: { debian: "ipxe", fedora: "ipxe-bootimgs-x86" },
+  aarch64: { debian: "ipxe", fedora: "ipxe-bootimgs-aarch64" },
+  bios: { debian: "ipxe syslinux syslinux-common", fedora: "ipxe-bootimgs-x86 syslinux" },
+};
+
 /** Prebuilt upstream binaries (iPXE's own site), for the hint. */
 const UPSTREAM_EFI: Record<Arch, string> = {
   x86_64: "https://boot.ipxe.org/x86_64-efi/ipxe.efi",

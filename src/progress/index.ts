@@ -4,6 +4,7 @@
  * --quiet. Warnings and errors always reach stderr (also with --quiet).
  */
 import ora, { type Ora } from "ora";
+import { interruptSignal } from "../lifecycle.js";
 
 export type Phase = "download" | "decompress" | "write" | "verify" | "signature" | "customize";
 
@@ -167,4 +168,25 @@ export function createReporter(opts: ReporterOptions): Reporter {
     },
     stop: stopSpinner,
   };
+}
+
+/** A command's reporter: a spinner on a terminal (not in CI), plain lines otherwise. */
+export function commandReporter(quiet: boolean): Reporter {
+  const tty = Boolean(process.stderr.isTTY) && !process.env.CI;
+  return createReporter({ mode: quiet ? "quiet" : tty ? "tty" : "plain" });
+}
+
+/**
+ * Ctrl-C, SIGTERM, SIGHUP stop the run once (saying what `what` stops); a second one exits
+ * at once (src/lifecycle).
+ */
+export function stopOnSignal(reporter: Reporter, what = "stopping"): AbortSignal {
+  return interruptSignal({
+    onFirst(sig) {
+      reporter.stop();
+      process.stderr.write(
+        `provision: ${sig === "SIGINT" ? "Ctrl-C" : sig}: ${what} (press Ctrl-C again to exit at once)\n`,
+      );
+    },
+  });
 }

@@ -32,6 +32,7 @@ import {
   type Match,
   type Rule,
 } from "./console.js";
+import { QEMU_EXIT } from "./exit.js";
 import { describeFirmware, type Firmware, findFirmware } from "./firmware.js";
 import {
   type BackingImage,
@@ -45,16 +46,7 @@ import { junitXml } from "./junit.js";
 import type { RemoteOptions, RemoteReport } from "./remote.js";
 import { freeLocalPort, generateKey, type SshKey, sshKeyFragment, waitAndRun } from "./ssh.js";
 
-/** qemu-test's own exit codes. */
-export const QEMU_EXIT = {
-  PASS: 0,
-  FAILED: 1,
-  TIMEOUT: 2,
-  /** Missing qemu/firmware, bad input, invalid Ignition config: the guest never ran. */
-  NOT_STARTED: 3,
-  /** Stopped by a signal before a verdict (143 for SIGTERM, 129 for SIGHUP: src/lifecycle). */
-  INTERRUPTED: 130,
-} as const;
+export { QEMU_EXIT };
 
 export const DEFAULT_TIMEOUT_MS = 10 * 60 * 1000;
 

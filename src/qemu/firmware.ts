@@ -39,10 +39,16 @@ const UEFI_PAIRS: Record<Arch, [code: string, vars: string][]> = {
   ],
 };
 
-const PACKAGES: Record<Arch, string> = {
-  aarch64: "apt-get install qemu-efi-aarch64 (Fedora: dnf install edk2-aarch64)",
-  x86_64: "apt-get install ovmf (Fedora: dnf install edk2-ovmf)",
+/** The package with each architecture's UEFI firmware for QEMU guests. */
+export const FIRMWARE_PACKAGES: Record<Arch, { debian: string; fedora: string }> = {
+  aarch64: { debian: "qemu-efi-aarch64", fedora: "edk2-aarch64" },
+  x86_64: { debian: "ovmf", fedora: "edk2-ovmf" },
 };
+
+/** Where findFirmware looks, in order: [CODE, VARS] pairs (for `provision doctor`). */
+export function firmwareCandidates(arch: Arch): readonly (readonly [string, string])[] {
+  return UEFI_PAIRS[arch];
+}
 
 const readable = (p: string) =>
   access(p, constants.R_OK).then(
@@ -62,7 +68,7 @@ export async function findFirmware(arch: Arch, bios = false): Promise<Firmware> 
   }
   const first = UEFI_PAIRS[arch][0] as [string, string];
   throw new ProvisionError(`no UEFI firmware for ${arch} guests found (looked for ${first[0]})`, {
-    hint: PACKAGES[arch],
+    hint: `apt-get install ${FIRMWARE_PACKAGES[arch].debian} (Fedora: dnf install ${FIRMWARE_PACKAGES[arch].fedora})`,
   });
 }
 

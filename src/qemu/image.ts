@@ -79,7 +79,7 @@ async function fromFile(
   const raw = join(tmpDir, `${basename(path).replace(/\.(xz|gz|zst|bz2)$/i, "")}.raw`);
   opts.reporter.info(`decompressing ${description} (${compression}) into ${raw}`);
   const input = await openDecompressed(path, { signal: opts.signal });
-  const written = await writeToAll(input.stream, [{ path: raw, kind: "file", sparse: true }], {
+  const written = await writeToAll(input.reader, [{ path: raw, kind: "file", sparse: true }], {
     digests: false,
     signal: opts.signal,
     onProgress: (done, total) => opts.reporter.progress("decompress", done, total, description),

@@ -322,6 +322,34 @@ async function hostFacts(
   };
 }
 
+/**
+ * `provision doctor --connect URI`: log in as a run would (host key checked; keys from the
+ * agent, ?keyfile= or ~/.ssh), then ask what a run asks first: virsh and qemu-img are
+ * there and virsh answers on the host's libvirt URI. Throws what a run would throw.
+ */
+export async function probeLibvirtHost(
+  uri: string,
+  signal?: AbortSignal,
+): Promise<{ host: string; hostKey?: string; arch?: Arch; selinuxEnforcing: boolean }> {
+  const conn = parseConnectUri(uri, userInfo().username);
+  const host = await RemoteHost.connect(conn, {
+    identities: conn.keyfile ? [conn.keyfile] : undefined,
+    knownHosts: conn.knownHosts ? [conn.knownHosts] : undefined,
+    insecureHostKey: conn.noVerify,
+    signal,
+  });
+  try {
+    const facts = await hostFacts(host, conn, signal);
+    return {
+      host: host.label,
+      hostKey: host.hostKey ? `${host.hostKey.type} (${host.hostKey.verdict})` : undefined,
+      ...facts,
+    };
+  } finally {
+    host.close();
+  }
+}
+
 /** KVM when asked, or (auto) when libvirt reports it for this architecture; else TCG. */
 async function chooseRemoteAccel(
   host: RemoteHost,

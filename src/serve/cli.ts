@@ -116,7 +116,7 @@ export function registerFleetStatus(fleet: Command): void {
     .action(async (o: { inventory?: string; json?: boolean }) => {
       const { findInventory, loadInventory } = await import("../fleet/inventory.js");
       const { buildHost } = await import("../fleet/build.js");
-      const { printTable } = await import("../fleet/cli.js");
+      const { printTable } = await import("../fleet/run.js");
       const { loadState, statusOf } = await import("./index.js");
       const inv = await loadInventory(await findInventory({ file: o.inventory }));
       const state = await loadState(stateFile());

@@ -17,8 +17,8 @@
  * JSON file written atomically, so a restart (or kill -9) loses nothing.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, renameSync, statSync, writeFileSync } from "node:fs";
-import { mkdir, readFile } from "node:fs/promises";
+import { renameSync, statSync, writeFileSync } from "node:fs";
+import { mkdir, open, readFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { basename, dirname } from "node:path";
@@ -169,6 +169,10 @@ class HttpError extends Error {
   }
 }
 
+/** Asset responses: this many buffers of this size each (see sendRange). */
+const SEND_BUFFERS = 3;
+const SEND_CHUNK = 512 << 10;
+
 export async function startServe(o: ServeOptions): Promise<RunningServer> {
   await mkdir(dirname(o.stateFile), { recursive: true });
   const state = await loadState(o.stateFile);
@@ -300,12 +304,21 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     }
     return true;
   };
+  // Requests for one host at the same time (a rack powering on) share one build.
+  const building = new Map<string, Promise<BuiltHost>>();
+  const build = (inv: Inventory, host: Host): Promise<BuiltHost> => {
+    let p = building.get(host.name);
+    if (!p) {
+      p = buildHost(inv, host, { secrets: "placeholder" }).finally(() =>
+        building.delete(host.name),
+      );
+      building.set(host.name, p);
+    }
+    return p;
+  };
   const built = async (inv: Inventory, host: Host): Promise<BuiltHost> => {
     const prev = memo.get(host.name);
-    const b =
-      prev && (await unchanged(prev))
-        ? prev
-        : await buildHost(inv, host, { secrets: "placeholder" });
+    const b = prev && (await unchanged(prev)) ? prev : await build(inv, host);
     memo.set(host.name, b);
     if (b.secretsInConfig.length > 0)
       throw new HttpError(
@@ -317,8 +330,45 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
 
   const status = async () => statusOf(await inventory(), state, (inv, h) => built(inv, h));
 
+  /**
+   * Bytes start..end (inclusive) of a file as the response body, through a few buffers used
+   * over and over: a buffer is read into again only once the socket has taken its last
+   * chunk (the write callback), so memory stays flat and no chunk is allocated per read
+   * (a read stream's fresh buffer per chunk made the garbage collector half the work).
+   */
+  const sendRange = async (res: http.ServerResponse, path: string, start: number, end: number) => {
+    const fh = await open(path, "r");
+    try {
+      const bufs = Array.from({ length: SEND_BUFFERS }, () => Buffer.allocUnsafeSlow(SEND_CHUNK));
+      const flushed: Promise<void>[] = bufs.map(() => Promise.resolve());
+      let failed: Error | undefined;
+      res.once("close", () => {
+        if (!res.writableFinished) failed ??= new Error("the client went away");
+      });
+      let pos = start;
+      for (let i = 0; pos <= end; i = (i + 1) % SEND_BUFFERS) {
+        await flushed[i];
+        if (failed || res.destroyed) return;
+        const buf = bufs[i] as Buffer;
+        const { bytesRead } = await fh.read(buf, 0, Math.min(SEND_CHUNK, end + 1 - pos), pos);
+        if (bytesRead === 0) throw new Error(`${path} is shorter than it was`);
+        pos += bytesRead;
+        flushed[i] = new Promise<void>((resolve) =>
+          res.write(buf.subarray(0, bytesRead), (err) => {
+            if (err) failed ??= err;
+            resolve();
+          }),
+        );
+      }
+      await Promise.all(flushed);
+      if (!failed) res.end();
+    } finally {
+      await fh.close();
+    }
+  };
+
   /** A file with Range and HEAD; returns the bytes sent. */
-  const sendFile = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
+  const sendFile = async (req: http.IncomingMessage, res: http.ServerResponse, path: string) => {
     const size = statSync(path).size;
     const range = /^bytes=(\d*)-(\d*)$/.exec(String(req.headers.range ?? ""));
     let start = 0;
@@ -347,7 +397,7 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
       res.end();
       return;
     }
-    createReadStream(path, { start, end, highWaterMark: 1 << 20 }).pipe(res);
+    await sendRange(res, path, start, end);
   };
 
   /** A boot file from the verified cache (downloaded and signature-checked on first use). */
@@ -395,7 +445,7 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     const local = await cached(os, upstream).catch((err: unknown) => {
       throw new HttpError(502, `${upstream}: ${describeError(err)}`);
     });
-    sendFile(req, res, local.path);
+    await sendFile(req, res, local.path);
   };
 
   const handle = async (
@@ -477,6 +527,23 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
         throw new HttpError(404, "not found");
     }
   };
+
+  // Every host's config is built (and validated) once before listening: a host whose config
+  // does not build is named now rather than at its next boot, and the first boots of a whole
+  // rack are answered from builds already checked (each request still re-checks the sources).
+  {
+    const inv = await inventory();
+    const t0 = Date.now();
+    let bad = 0;
+    for (const h of inv.hosts)
+      await built(inv, h).catch((err: unknown) => {
+        bad++;
+        o.info?.(`${h.name}: its config does not build: ${describeError(err)}`);
+      });
+    o.info?.(
+      `built ${inv.hosts.length - bad} of ${inv.hosts.length} config(s) in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
+  }
 
   if (o.prefetch) {
     const inv = await inventory();

@@ -8,6 +8,7 @@ import type { Artifact } from "../cache/index.js";
 import { fetchMetadata } from "../cache/index.js";
 import { UsageError } from "../errors.js";
 import type { Reporter } from "../progress/index.js";
+import { FCOS_STREAMS, FLATCAR_CHANNELS } from "./names.js";
 
 export type OsName = "fcos" | "flatcar";
 export type Arch = "x86_64" | "aarch64";
@@ -40,8 +41,8 @@ export interface ResolvedImage extends Artifact {
   uncompressedSha256?: string;
 }
 
-export const FCOS_STREAMS = ["stable", "testing", "next"] as const;
-export const FLATCAR_CHANNELS = ["stable", "beta", "alpha"] as const;
+export { FCOS_STREAMS, FLATCAR_CHANNELS };
+
 const DEFAULT_STREAM_BASE = "https://builds.coreos.fedoraproject.org";
 
 export function defaultArch(): Arch {

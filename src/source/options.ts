@@ -2,18 +2,35 @@
  * The image-source flags every command that takes an OS image shares (flash, qemu-test),
  * defined once, and the ImageRequest fields they map to.
  */
-import type { Command } from "commander";
+import { type Command, Option } from "commander";
+import { completeWith } from "../completion/hints.js";
 import { collect, durationOption } from "../options.js";
 import type { ImageRequest } from "./index.js";
+import { FCOS_STREAMS, FLATCAR_CHANNELS } from "./names.js";
 
 export { collect };
 
 /** Which release: FCOS stream, Flatcar channel and release, and the hosts they come from. */
 export function addReleaseOptions(cmd: Command): Command {
+  // Suggested to shell completion, not enforced here: the resolver checks the value and
+  // names the ones there are (src/source/index.ts).
+  const suggest = (flags: string, description: string, value: string, values: readonly string[]) =>
+    completeWith(new Option(flags, description).default(value), values);
   return cmd
-    .option("--stream <stream>", "FCOS stream: stable, testing, next", "stable")
-    .option("--channel <channel>", "Flatcar channel: stable, beta, alpha", "stable")
-    .option("--release <release>", "Flatcar release: current or X.Y.Z", "current")
+    .addOption(
+      suggest("--stream <stream>", "FCOS stream: stable, testing, next", "stable", FCOS_STREAMS),
+    )
+    .addOption(
+      suggest(
+        "--channel <channel>",
+        "Flatcar channel: stable, beta, alpha",
+        "stable",
+        FLATCAR_CHANNELS,
+      ),
+    )
+    .addOption(
+      suggest("--release <release>", "Flatcar release: current or X.Y.Z", "current", ["current"]),
+    )
     .option(
       "--stream-base-url <url>",
       "FCOS stream metadata host",

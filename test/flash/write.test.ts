@@ -60,7 +60,7 @@ describe("decompression", () => {
       );
       const out = join(dir, `${name}.out`);
       const d = await openDecompressed(fixture(name));
-      const r = await writeToAll(d.stream, [{ path: out, kind: "file", sparse: true }], {
+      const r = await writeToAll(d.reader, [{ path: out, kind: "file", sparse: true }], {
         digests: false,
       });
       await d.done;
@@ -75,9 +75,17 @@ describe("decompression", () => {
     await new Promise((r) => setTimeout(r, 500));
     const h = createHash("sha256");
     let n = 0;
-    for await (const c of d.stream) {
-      h.update(c as Buffer);
-      n += (c as Buffer).length;
+    // Fills of odd sizes, smaller and bigger than a pipe read: bytes parked between fills
+    // (the decompressor writes while nobody waits) come out in order.
+    const sizes = [1, 4096, 65_537, 3 << 20, 100_000];
+    for (let i = 0; ; i++) {
+      const len = sizes[i % sizes.length] as number;
+      const buf = Buffer.alloc(len);
+      const got = await d.reader.fill(buf, len);
+      h.update(buf.subarray(0, got));
+      n += got;
+      if (got < len) break;
+      if (i % 7 === 0) await new Promise((r) => setTimeout(r, 5));
     }
     await d.done;
     expect(n).toBe(manifest().artifacts["fcos.img"].size);
@@ -93,7 +101,7 @@ describe("decompression", () => {
   it("a corrupt xz file is an error, not a short image", async () => {
     const d = await openDecompressed(fixture("corrupt.img.xz"));
     const out = join(dir, "corrupt.out");
-    await writeToAll(d.stream, [{ path: out, kind: "file", sparse: true }], { digests: false });
+    await writeToAll(d.reader, [{ path: out, kind: "file", sparse: true }], { digests: false });
     await expect(d.done).rejects.toThrow(/is corrupt: xz failed/);
   });
 });
@@ -105,7 +113,7 @@ describe("writeToAll + verifyTarget", () => {
     const bad = join(dir, "no-such-dir", "c.img");
     const d = await openDecompressed(fixture("fcos.img.xz"));
     const r = await writeToAll(
-      d.stream,
+      d.reader,
       [
         { path: a, kind: "file", sparse: true },
         { path: bad, kind: "file", sparse: true },
@@ -129,7 +137,7 @@ describe("writeToAll + verifyTarget", () => {
   it("read-back verify detects a flipped byte and names its block", async () => {
     const a = join(dir, "flip.img");
     const d = await openDecompressed(fixture("fcos.img.xz"));
-    const r = await writeToAll(d.stream, [{ path: a, kind: "file", sparse: true }], {
+    const r = await writeToAll(d.reader, [{ path: a, kind: "file", sparse: true }], {
       digests: true,
     });
     await d.done;
