@@ -147,7 +147,8 @@ export interface FlashReport {
   /**
    * Seconds spent in each step (absent: the step did not run). startup: from the process
    * start to the flash; resolve: the image metadata and the verified local copy;
-   * firstWrite: from the process start to the first byte written (the fixed cost);
+   * firstWrite: from the process start to the first block handed to the open targets (the
+   * fixed cost: everything before writing begins);
    * write, verify, customize: those steps.
    */
   timings?: Partial<

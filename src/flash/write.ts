@@ -34,7 +34,11 @@ export interface WriteResult {
   imageSize: number;
   /** One digest per block, when requested (for verify). */
   digests?: Buffer[];
-  /** performance.now() when the first write was issued (the fixed cost ends there). */
+  /**
+   * performance.now() when the targets were open and the first block was handed to them
+   * (written, or held back when it is block 0, whose partition table goes last): writing
+   * has begun, and the fixed cost ends there.
+   */
   firstWriteAt?: number;
   results: DestinationResult[];
 }
@@ -56,11 +60,8 @@ async function openDestination(d: Destination): Promise<FileHandle> {
   return await open(d.path, "w", 0o644);
 }
 
-let firstWriteAt: number | undefined;
-
 /** A positioned write of all `len` bytes: a short write is continued (and its error seen). */
 async function writeFully(fh: FileHandle, buf: Buffer, off: number, len: number, pos: number) {
-  firstWriteAt ??= performance.now();
   let done = 0;
   while (done < len) {
     const { bytesWritten } = await fh.write(buf, off + done, len - done, pos + done);
@@ -109,7 +110,7 @@ export async function writeToAll(
     onProgress?: (done: number, total?: number) => void;
   },
 ): Promise<WriteResult> {
-  firstWriteAt = undefined;
+  let firstWriteAt: number | undefined;
   const slots: Slot[] = dests.map((dest) => ({
     dest,
     result: { path: dest.path, ok: true, touched: false, bytesWritten: 0 },
@@ -166,6 +167,7 @@ export async function writeToAll(
   // half-written partitions, and a forced exit's wipe is not undone by a write in flight.
   let first: { buf: Buffer; len: number; runs: [number, number][] } | undefined;
   const dispatch = (buf: Buffer, len: number, at: number): Promise<Buffer> => {
+    firstWriteAt ??= performance.now();
     const runs = nonZeroRuns(buf, len);
     digests?.push(blockDigest(buf, len, runs));
     if (at === 0) {

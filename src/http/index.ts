@@ -10,7 +10,7 @@
  * next chunk only after the sink returned, and TCP holds the rest.
  */
 import type { IncomingHttpHeaders } from "node:http";
-import { Agent, type Dispatcher, interceptors } from "undici";
+import type { Dispatcher } from "undici";
 import { describeError, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 
 export interface HttpHead {
@@ -39,10 +39,13 @@ export function netTimeoutMs(): number {
   return defaultTimeoutMs;
 }
 
-let dispatcher: Dispatcher | undefined;
-function agent(): Dispatcher {
-  dispatcher ??= new Agent({ connect: { timeout: 30_000 } }).compose(
-    interceptors.redirect({ maxRedirections: 5 }),
+// undici is loaded on the first request: a flash from the cache never pays for it.
+let dispatcher: Promise<Dispatcher> | undefined;
+function agent(): Promise<Dispatcher> {
+  dispatcher ??= import("undici").then(({ Agent, interceptors }) =>
+    new Agent({ connect: { timeout: 30_000 } }).compose(
+      interceptors.redirect({ maxRedirections: 5 }),
+    ),
   );
   return dispatcher;
 }
@@ -133,21 +136,22 @@ export function httpGet(
         settle(err);
       },
     };
-    try {
-      agent().dispatch(
-        {
-          origin: u.origin,
-          path: `${u.pathname}${u.search}`,
-          method: "GET",
-          headers: { "user-agent": "provision", ...opts.headers },
-          headersTimeout: timeout,
-          bodyTimeout: timeout,
-        },
-        handler,
-      );
-    } catch (err) {
-      settle(err);
-    }
+    agent()
+      .then((d) => {
+        if (signal?.aborted) return settle(new InterruptedError());
+        d.dispatch(
+          {
+            origin: u.origin,
+            path: `${u.pathname}${u.search}`,
+            method: "GET",
+            headers: { "user-agent": "provision", ...opts.headers },
+            headersTimeout: timeout,
+            bodyTimeout: timeout,
+          },
+          handler,
+        );
+      })
+      .catch((err: unknown) => settle(err));
   });
 }
 

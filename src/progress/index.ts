@@ -3,7 +3,7 @@
  * how to render: an ora spinner line on a TTY, plain periodic lines otherwise, nothing with
  * --quiet. Warnings and errors always reach stderr (also with --quiet).
  */
-import ora, { type Ora } from "ora";
+import type { Ora } from "ora";
 import { interruptSignal } from "../lifecycle.js";
 
 export type Phase = "download" | "decompress" | "write" | "verify" | "signature" | "customize";
@@ -127,6 +127,15 @@ export function createReporter(opts: ReporterOptions): Reporter {
     };
   }
 
+  // ora (and string-width, chalk...) loads in the background: until it is there, progress
+  // is simply not drawn, so no command waits for a spinner.
+  let ora: typeof import("ora").default | undefined;
+  import("ora").then(
+    (m) => {
+      ora = m.default;
+    },
+    () => {},
+  );
   let spinner: Ora | undefined;
   let lastRender = 0;
   const stopSpinner = () => {
@@ -147,8 +156,8 @@ export function createReporter(opts: ReporterOptions): Reporter {
       if (spinner && now - lastRender < 100) return;
       lastRender = now;
       const text = meter(phase).line(done, total, label);
-      if (!spinner) spinner = ora({ text, stream: out, discardStdin: false }).start();
-      else spinner.text = text;
+      if (!spinner && ora) spinner = ora({ text, stream: out, discardStdin: false }).start();
+      else if (spinner) spinner.text = text;
     },
     phaseDone(phase, message) {
       meters.delete(phase);
@@ -163,8 +172,8 @@ export function createReporter(opts: ReporterOptions): Reporter {
       // One terminal line: a long console line would wrap and break the spinner's redraw.
       const width = Math.max(20, (out.columns || 80) - 3);
       const text = message.length > width ? `${message.slice(0, width - 1)}…` : message;
-      if (!spinner) spinner = ora({ text, stream: out, discardStdin: false }).start();
-      else spinner.text = text;
+      if (!spinner && ora) spinner = ora({ text, stream: out, discardStdin: false }).start();
+      else if (spinner) spinner.text = text;
     },
     stop: stopSpinner,
   };

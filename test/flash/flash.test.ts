@@ -123,6 +123,12 @@ describe("flash from an FCOS stream into an image file", () => {
       }),
     ]);
     expect(requestsFor(info.imagePath)).toHaveLength(1);
+    // Where the time went, in order: start-up, then the download, then writing began.
+    const t = report.timings;
+    for (const k of ["startup", "resolve", "firstWrite", "write", "verify", "customize"])
+      expect(t[k], k).toBeGreaterThan(0);
+    expect(t.firstWrite).toBeGreaterThan(t.startup + t.resolve);
+    expect(t.firstWrite).toBeLessThan(report.seconds + t.startup);
 
     // Ignition: content, modes, owner; and the real validator accepts what landed.
     const off = bootOffset();
