@@ -457,9 +457,11 @@ async function flashImpl(
   if (verify && written.digests) {
     const verifyStarted = performance.now();
     await Promise.all(
-      okDests().map(async (d) => {
+      okDests().map(async (d, i) => {
         try {
           await verifyTarget(d.path, written.imageSize, written.digests as Buffer[], {
+            holes: d.kind === "file" && d.sparse,
+            buffers: written.buffers.slice(2 * i, 2 * i + 2),
             signal,
             onProgress: (done, total) => reporter.progress("verify", done, total, d.path),
           });

@@ -24,20 +24,37 @@ export class VerifyMismatchError extends ProvisionError {
   }
 }
 
+/** The digest of an all-zero block of `len` bytes. */
+function zeroDigest(len: number): Buffer {
+  return blockDigest(Buffer.alloc(0), len, []);
+}
+
 export async function verifyTarget(
   path: string,
   imageSize: number,
   digests: Buffer[],
-  opts: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+  opts: {
+    signal?: AbortSignal;
+    onProgress?: (done: number, total: number) => void;
+    /**
+     * The target is a file this run created or truncated and wrote sparsely: the image's
+     * all-zero blocks were never written, so they are holes, zeros by the file system's
+     * definition, and are not read back. Every block with data is.
+     */
+    holes?: boolean;
+    /** Two BLOCK_SIZE buffers to read into (the writer's, free by now); else new ones. */
+    buffers?: Buffer[];
+  } = {},
 ): Promise<void> {
   await dropPageCache(path);
   const fh = await open(path, "r");
   try {
-    const bufs = [Buffer.allocUnsafe(BLOCK_SIZE), Buffer.allocUnsafe(BLOCK_SIZE)];
-    const readBlock = async (i: number) => {
+    const bufs = [0, 1].map((i) => opts.buffers?.[i] ?? Buffer.allocUnsafe(BLOCK_SIZE));
+    // Two buffers: block k is digested in one while block k+1 is read into the other.
+    const readBlock = async (i: number, slot: number) => {
       const at = i * BLOCK_SIZE;
       const len = Math.min(BLOCK_SIZE, imageSize - at);
-      const buf = bufs[i % 2] as Buffer;
+      const buf = bufs[slot % 2] as Buffer;
       let got = 0;
       while (got < len) {
         let bytesRead: number;
@@ -54,13 +71,30 @@ export async function verifyTarget(
       }
       return { buf, len, got };
     };
+    if (opts.holes) {
+      const { size } = await fh.stat();
+      if (size < imageSize)
+        throw new ProvisionError(
+          `verify failed: ${path} is ${size} bytes, shorter than the image (${imageSize})`,
+        );
+    }
     const count = Math.ceil(imageSize / BLOCK_SIZE);
-    let next = count > 0 ? readBlock(0) : undefined;
+    const lenOf = (i: number) => Math.min(BLOCK_SIZE, imageSize - i * BLOCK_SIZE);
+    const zero = opts.holes ? zeroDigest(BLOCK_SIZE) : undefined;
+    const blocks: number[] = [];
     for (let i = 0; i < count; i++) {
+      const d = digests[i] as Buffer;
+      const isZero =
+        zero && (lenOf(i) === BLOCK_SIZE ? d.equals(zero) : d.equals(zeroDigest(lenOf(i))));
+      if (!isZero) blocks.push(i);
+    }
+    let next = blocks.length > 0 ? readBlock(blocks[0] as number, 0) : undefined;
+    for (let k = 0; k < blocks.length; k++) {
+      const i = blocks[k] as number;
       opts.signal?.throwIfAborted();
       const { buf, len, got } = await (next as ReturnType<typeof readBlock>);
       // Read the next block while this one is digested.
-      next = i + 1 < count ? readBlock(i + 1) : undefined;
+      next = k + 1 < blocks.length ? readBlock(blocks[k + 1] as number, k + 1) : undefined;
       next?.catch(() => {}); // awaited in the next round; not unhandled if this one throws
       if (got !== len) {
         throw new ProvisionError(

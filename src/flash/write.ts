@@ -34,6 +34,8 @@ export interface WriteResult {
   imageSize: number;
   /** One digest per block, when requested (for verify). */
   digests?: Buffer[];
+  /** The block buffers, free now: verify reads into them rather than into new ones. */
+  buffers: Buffer[];
   /**
    * performance.now() when the targets were open and the first block was handed to them
    * (written, or held back when it is block 0, whose partition table goes last): writing
@@ -49,7 +51,7 @@ interface Slot {
   result: DestinationResult;
 }
 
-const IN_FLIGHT = 4;
+const IN_FLIGHT = 3;
 const FIRST_MIB = 1 << 20;
 
 async function openDestination(d: Destination): Promise<FileHandle> {
@@ -158,7 +160,8 @@ export async function writeToAll(
   const pool: Buffer[] = Array.from({ length: IN_FLIGHT + 1 }, () =>
     Buffer.allocUnsafe(BLOCK_SIZE),
   );
-  const inFlight: Promise<Buffer>[] = [];
+  // Resolves to the buffer to use again, or undefined for block 0's (kept until the end).
+  const inFlight: Promise<Buffer | undefined>[] = [];
   let position = 0;
 
   // The first block (MBR, primary GPT) is written last, after every other block landed, as
@@ -166,13 +169,13 @@ export async function writeToAll(
   // write (kill -9, a pulled card, power loss) never leaves a partition table that points at
   // half-written partitions, and a forced exit's wipe is not undone by a write in flight.
   let first: { buf: Buffer; len: number; runs: [number, number][] } | undefined;
-  const dispatch = (buf: Buffer, len: number, at: number): Promise<Buffer> => {
+  const dispatch = (buf: Buffer, len: number, at: number): Promise<Buffer | undefined> => {
     firstWriteAt ??= performance.now();
     const runs = nonZeroRuns(buf, len);
     digests?.push(blockDigest(buf, len, runs));
     if (at === 0) {
-      first = { buf: Buffer.from(buf.subarray(0, len)), len, runs };
-      return Promise.resolve(buf);
+      first = { buf, len, runs };
+      return Promise.resolve(undefined);
     }
     return writeBlock(buf, len, at, runs);
   };
@@ -220,14 +223,18 @@ export async function writeToAll(
       position += fill;
       opts.onProgress?.(position, opts.expectedSize);
       if (fill < BLOCK_SIZE) break;
-      if (pool.length === 0) pool.push(await (inFlight.shift() as Promise<Buffer>));
+      while (pool.length === 0 && inFlight.length > 0) {
+        const free = await inFlight.shift();
+        if (free) pool.push(free);
+      }
+      if (pool.length === 0) pool.push(Buffer.allocUnsafe(BLOCK_SIZE));
       if (alive().length === 0) throw new Error("every target failed");
     }
   } catch (err) {
     readError = err;
     reader.destroy();
   }
-  await Promise.all(inFlight);
+  for (const free of await Promise.all(inFlight)) if (free) pool.push(free);
 
   if (readError && !(readError instanceof Error && readError.message === "every target failed")) {
     for (const s of slots) fail(s, readError);
@@ -246,5 +253,12 @@ export async function writeToAll(
     }),
   );
   await Promise.all(slots.map((s) => s.fh?.close().catch(() => {})));
-  return { imageSize: position, digests, firstWriteAt, results: slots.map((s) => s.result) };
+  const buffers = [...pool, ...(first ? [first.buf] : [])];
+  return {
+    imageSize: position,
+    digests,
+    buffers,
+    firstWriteAt,
+    results: slots.map((s) => s.result),
+  };
 }

@@ -206,14 +206,32 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
   const save = groupSaver(() => saveState(o.stateFile, state));
   const tokenQ = `token=${encodeURIComponent(o.token)}`;
 
+  // The sha256 of a file as it is now ("" when it cannot be read). Requests that ask while
+  // a read of that file is under way share it: 200 machines asking at once cost one read
+  // per file, not 800 queued on the thread pool. A request still never sees a file older
+  // than the moment it asked.
+  const reading = new Map<string, Promise<string>>();
+  const currentSha = (path: string): Promise<string> => {
+    let p = reading.get(path);
+    if (!p) {
+      p = readFile(path)
+        .then(
+          (bytes) => createHash("sha256").update(bytes).digest("hex"),
+          () => "",
+        )
+        .finally(() => reading.delete(path));
+      reading.set(path, p);
+    }
+    return p;
+  };
+
   // The inventory is read on every request; it is parsed again only when its bytes changed
   // (parsing 200 hosts costs ~11 ms of CPU, reading and hashing the file a fraction of it).
   // Fragments are read by each build, so an edit to one is seen at once either way.
   let parsed: { sha: string; inv: Promise<Inventory> } | undefined;
   const inventory = async (): Promise<Inventory> => {
-    const bytes = await readFile(o.inventoryFile).catch(() => undefined);
-    const sha = bytes ? createHash("sha256").update(bytes).digest("hex") : "";
-    if (!parsed || parsed.sha !== sha || !bytes) {
+    const sha = await currentSha(o.inventoryFile);
+    if (!parsed || parsed.sha !== sha || !sha) {
       parsed = { sha, inv: loadInventory(o.inventoryFile) };
       parsed.inv.catch(() => {
         parsed = undefined; // a broken inventory is parsed (and reported) again next time
@@ -325,11 +343,8 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
   // request by hashing the files, so an edit takes effect at once.
   const memo = new Map<string, BuiltHost>();
   const unchanged = async (b: BuiltHost) => {
-    for (const src of b.fingerprint.sources) {
-      const now = await readFile(src.path).catch(() => undefined);
-      if (!now || createHash("sha256").update(now).digest("hex") !== src.sha256) return false;
-    }
-    return true;
+    const now = await Promise.all(b.fingerprint.sources.map((src) => currentSha(src.path)));
+    return b.fingerprint.sources.every((src, i) => now[i] === src.sha256);
   };
   // Requests for one host at the same time (a rack powering on) share one build.
   const building = new Map<string, Promise<BuiltHost>>();
