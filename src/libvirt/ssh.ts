@@ -8,7 +8,7 @@ import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
-import ssh2, { type ConnectConfig, type SFTPWrapper } from "ssh2";
+import ssh2, { type ClientChannel, type ConnectConfig, type SFTPWrapper } from "ssh2";
 import { describeError, ProvisionError } from "../errors.js";
 import { checkHostKey, type HostKeyVerdict, knownHostsName } from "./known-hosts.js";
 
@@ -42,8 +42,89 @@ export interface RemoteProcess {
   stdout: Readable;
   /** Settles when the command ends (or the channel closes). */
   done: Promise<{ code: number | null; signal?: string; stderr: string }>;
+  /** Write to the command's stdin. */
+  write(text: string): void;
+  /** End the command's stdin (EOF): a script that waits for it goes on. */
+  end(): void;
   /** Close the channel (the remote command gets SIGHUP). */
   close(): void;
+  /** Settles once the stdout bytes received so far have been handed on to `stdout`'s reader. */
+  drained(): Promise<void>;
+}
+
+/** One step of a script that runs several commands in one exec (see stepsScript). */
+export interface Step {
+  command: string;
+  /** What the error message calls it: "<host>: <what> failed (exit N): <last line>". */
+  what: string;
+}
+
+/** A step of stepsScript failed: `step` is its index. */
+export class StepError extends ProvisionError {
+  constructor(
+    message: string,
+    readonly step: number,
+    opts?: { hint?: string },
+  ) {
+    super(message, opts);
+  }
+}
+
+const STEP = "provision-step:";
+const STEP_FAILED = "provision-step-failed:";
+
+/**
+ * Shell text that runs the steps in order and stops at the first that fails, with its exit
+ * status. Their output goes to stderr, between markers that stepFailure reads back, so one
+ * exec (one login shell, one round trip) can do what several `check` calls did and still
+ * name the step that failed.
+ */
+export function stepsScript(steps: Step[]): string {
+  return steps
+    .map(
+      (step, i) =>
+        `echo '${STEP} ${i}' >&2\n{ ${step.command}\n} >&2 || { r=$?; echo "${STEP_FAILED} ${i} $r" >&2; exit $r; }`,
+    )
+    .join("\n");
+}
+
+/**
+ * The error for a stepsScript that did not get through: the same message `check` gives for
+ * that step alone. Undefined when every step passed.
+ */
+export function stepFailure(
+  label: string,
+  steps: Step[],
+  r: { code: number | null; signal?: string; stderr: string },
+): StepError | undefined {
+  const lines = r.stderr.split("\n");
+  let current = -1;
+  let failed: { index: number; code: string } | undefined;
+  let output: string[] = [];
+  for (const line of lines) {
+    if (line.startsWith(`${STEP} `)) {
+      current = Number(line.slice(STEP.length + 1));
+      output = [];
+    } else if (line.startsWith(`${STEP_FAILED} `)) {
+      const [index, code] = line.slice(STEP_FAILED.length + 1).split(" ");
+      failed = { index: Number(index), code: code ?? "" };
+      break;
+    } else output.push(line);
+  }
+  if (!failed) {
+    // No marker: the channel ended in the middle of a step (a signal, a lost connection).
+    if (current < 0 || (r.code === 0 && current === steps.length - 1)) return undefined;
+    failed = { index: current, code: String(r.code ?? r.signal) };
+  }
+  const what = steps[failed.index]?.what ?? "a command";
+  const last = output
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .pop();
+  return new StepError(
+    `${label}: ${what} failed (exit ${failed.code})${last ? `: ${last}` : ""}`,
+    failed.index,
+  );
 }
 
 // ssh2 is CommonJS: its named exports exist only on the default export under plain Node.
@@ -223,36 +304,89 @@ export class RemoteHost {
     return r.stdout;
   }
 
-  /** Start a command and hand back its stdout as a stream. */
-  stream(command: string): RemoteProcess {
-    let closeChannel: () => void = () => {};
+  /**
+   * Run steps (stepsScript) in one exec; throws what `check` would have thrown for the step
+   * that failed.
+   */
+  async steps(steps: Step[], opts: { signal?: AbortSignal } = {}): Promise<void> {
+    const r = await this.exec(stepsScript(steps), opts);
+    const err = stepFailure(this.label, steps, r);
+    if (err) throw err;
+    if (r.code !== 0)
+      throw new ProvisionError(
+        `${this.label}: ${steps.at(-1)?.what} failed (exit ${r.code ?? r.signal})`,
+      );
+  }
+
+  /**
+   * Start a command and hand back its stdout as a stream. `onStderr` sees its stderr as it
+   * arrives (the text is also in `done`'s stderr).
+   */
+  stream(command: string, opts: { onStderr?: (text: string) => void } = {}): RemoteProcess {
+    let channel: ClientChannel | undefined;
+    let ended = false;
+    let closed = false;
+    const pending: string[] = [];
     const out = new PassThrough();
     const done = new Promise<{ code: number | null; signal?: string; stderr: string }>(
       (resolve, reject) => {
-        this.client.exec(command, (err, channel) => {
+        this.client.exec(command, (err, ch) => {
           if (err) {
             out.end();
             return reject(
               new ProvisionError(`${this.label}: cannot run a command: ${err.message}`),
             );
           }
-          closeChannel = () => channel.close();
+          channel = ch;
+          for (const t of pending) ch.write(t);
+          pending.length = 0;
+          if (ended) ch.end();
+          if (closed) ch.close();
           let stderr = "";
           let code: number | null = null;
           let signal: string | undefined;
-          channel.stderr.on("data", (b: Buffer) => {
-            stderr = (stderr + b.toString()).slice(-16384);
+          ch.stderr.on("data", (b: Buffer) => {
+            const text = b.toString();
+            stderr = (stderr + text).slice(-16384);
+            opts.onStderr?.(text);
           });
-          channel.on("exit", (c: number | null, s?: string) => {
+          ch.on("exit", (c: number | null, s?: string) => {
             code = c;
             signal = s ?? undefined;
           });
-          channel.pipe(out);
-          channel.on("close", () => resolve({ code, signal, stderr }));
+          ch.pipe(out);
+          ch.on("close", () => resolve({ code, signal, stderr }));
         });
       },
     );
-    return { stdout: out, done, close: () => closeChannel() };
+    return {
+      stdout: out,
+      done,
+      write: (text) => {
+        if (ended) return;
+        if (channel) channel.write(text);
+        else pending.push(text);
+      },
+      end: () => {
+        if (ended) return;
+        ended = true;
+        channel?.end();
+      },
+      close: () => {
+        closed = true;
+        channel?.close();
+      },
+      drained: () =>
+        new Promise<void>((resolve) => {
+          // SSH delivers a channel's messages in order; what is left is Node's stream buffers.
+          const check = (n: number) => {
+            if (((channel?.readableLength ?? 0) === 0 && out.readableLength === 0) || n >= 50)
+              setImmediate(resolve);
+            else setTimeout(() => check(n + 1), 10);
+          };
+          check(0);
+        }),
+    };
   }
 
   private sftp(): Promise<SFTPWrapper> {
@@ -307,9 +441,36 @@ export class RemoteHost {
     remote: string,
     mode: number,
     onBytes?: (sent: number, total: number) => void,
+    signal?: AbortSignal,
   ): Promise<void> {
     const s = await this.sftp();
-    await new Promise<void>((resolve, reject) =>
+    if (signal?.aborted) throw new ProvisionError(`${this.label}: upload ${remote}: interrupted`);
+    // fastPut cannot be cancelled by itself: ending the SFTP session fails what is in flight
+    // (the next SFTP call opens a new one).
+    const onAbort = () => {
+      this.sftpSession = undefined;
+      s.end();
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      await this.put(s, local, remote, mode, onBytes);
+    } catch (err) {
+      throw signal?.aborted
+        ? new ProvisionError(`${this.label}: upload ${remote}: interrupted`)
+        : err;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private put(
+    s: SFTPWrapper,
+    local: string,
+    remote: string,
+    mode: number,
+    onBytes?: (sent: number, total: number) => void,
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) =>
       s.fastPut(
         local,
         remote,

@@ -6,15 +6,20 @@
  * fw_cfg; the serial console file is streamed back with `tail -F` and judged by the same
  * rules as a local run. Afterwards the domain is destroyed and undefined and the run
  * directory removed, unless --keep.
+ *
+ * Round trips are what a remote run costs (each exec also starts the user's login shell, rc
+ * files and all), so one exec does all the host-side work: it answers the questions about
+ * the host, waits for the go (and the domain XML) on its stdin while SFTP uploads, starts the
+ * domain, streams the console, and when its stdin ends stops and removes everything.
  */
 import { randomBytes } from "node:crypto";
-import { stat, writeFile } from "node:fs/promises";
+import { stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { describeError, ProvisionError, UsageError } from "../errors.js";
 import { shellArg as q, run as runLocal } from "../exec/index.js";
 import { domainXml } from "../libvirt/domain.js";
-import { RemoteHost } from "../libvirt/ssh.js";
+import { RemoteHost, type Step, StepError, stepFailure, stepsScript } from "../libvirt/ssh.js";
 import { DEFAULT_REMOTE_DIR, type LibvirtConnection, parseConnectUri } from "../libvirt/uri.js";
 import { formatBytes } from "../progress/index.js";
 import type { Arch } from "../source/index.js";
@@ -58,7 +63,26 @@ export interface RemoteReport {
   selinuxRelabeled: boolean;
   /** Kept (--keep): the domain is still defined and the directory still there. */
   kept: boolean;
+  /** Where the time went on this side of the boot (seconds). */
+  timings?: RemoteTimings;
 }
+
+export interface RemoteTimings {
+  /** SSH connection: TCP, host key, login. */
+  connect?: number;
+  /** Connected -> ready to start: host facts, run directory, uploads, the domain XML. */
+  prepare?: number;
+  /** The go -> the domain runs: console file, domain XML, virsh define, virsh start. */
+  launch?: number;
+  /** Asked to stop -> destroyed, undefined and the run directory removed (--keep: destroyed). */
+  teardown?: number;
+}
+
+/** Markers the run's script writes to stderr (openSession). */
+const FACTS_END = "provision-facts-end";
+const STARTED = "provision-domain-started";
+const STATE = "provision-domain-state:";
+const TORN_DOWN = "provision-domain-torn-down";
 
 const ARCH_OF_UNAME: Record<string, Arch> = {
   aarch64: "aarch64",
@@ -95,6 +119,12 @@ export async function bootRemote(
   if (!remoteDir.startsWith("/"))
     throw new UsageError(`--remote-dir ${remoteDir}: must be an absolute path on the host`);
   const uploadImage = Boolean(remoteOpts.uploadImage) || opts.input.kind === "source";
+  const hostImage = uploadImage ? undefined : (opts.input as { path: string }).path;
+  if (hostImage !== undefined && !hostImage.startsWith("/"))
+    throw new UsageError(
+      `${hostImage}: with --connect the image is a path on the host, and must be absolute`,
+      "or pass --upload-image to send a local image",
+    );
   const rules = verdictRules(opts, result);
   await checkOutputs(opts);
 
@@ -104,7 +134,10 @@ export async function bootRemote(
       `not checking the host key of ${conn.host} (--insecure-host-key): anyone in between can read the config`,
     );
 
-  // Independent: the config, the local image (decompress, inspect), the connection.
+  // Independent: the config, the local image (decompress, inspect, convert), the connection.
+  const timings: RemoteTimings = {};
+  const since = (t: number) => Math.round(Date.now() - t) / 1000;
+  const connectStarted = Date.now();
   const [config, local, host] = await settleAll([
     prepareConfig(opts, tmp, opts.signal ?? new AbortController().signal),
     uploadImage ? prepareLocalImage(opts, run) : Promise.resolve(undefined),
@@ -121,9 +154,13 @@ export async function bootRemote(
           : undefined,
       insecureHostKey: insecure,
       signal: opts.signal,
+    }).then((h) => {
+      timings.connect = since(connectStarted);
+      return h;
     }),
   ]);
   run.cleanups.push(async () => host.close());
+  const connected = Date.now();
   const name = `provision-${randomBytes(4).toString("hex")}`;
   const dir = `${remoteDir}/${name}`;
   const report: RemoteReport = {
@@ -135,121 +172,204 @@ export async function bootRemote(
     uploadedBytes: 0,
     selinuxRelabeled: false,
     kept: Boolean(opts.keep),
+    timings,
   };
   result.remote = report;
   reporter.info(`connected to ${host.label} (host key ${report.hostKey ?? "?"})`);
+  const virsh = `virsh -q -c ${q(conn.localUri)}`;
+  const configPath = config.file ? `${dir}/config.ign` : undefined;
+  const consoleLog = `${dir}/console.log`;
+  const overlayPath = `${dir}/overlay.qcow2`;
 
-  const facts = await hostFacts(host, conn, opts.signal);
-  const arch = opts.arch ?? local?.facts.arch ?? local?.backing.arch ?? facts.arch;
-  if (!arch)
-    throw new ProvisionError(`cannot tell which architecture to boot on ${host.label}`, {
-      hint: "pass --arch aarch64 or --arch x86_64",
+  // The run's one exec, started now: it asks the host everything (programs, architecture,
+  // SELinux, KVM, the image there) and then waits for the go. Meanwhile SFTP makes the run
+  // directory and uploads into it; if the host cannot run the test, the uploads stop.
+  // Everything made on the host is removed again unless --keep: by the run's script once it
+  // got its go (see openSession), else by this.
+  const state = { dirMade: false, launched: false, tornDown: false };
+  const knownArch = opts.arch ?? local?.facts.arch ?? local?.backing.arch;
+  const ask = {
+    kvmArch: (opts.accel ?? "auto") === "tcg" ? undefined : (knownArch ?? ("host" as const)),
+    image: hostImage,
+  };
+  const steps: Step[] = [];
+  if (hostImage !== undefined)
+    // An image on the host boots through a qcow2 overlay in the run directory; $fmt is its
+    // format, from the go line (checked to be raw or qcow2).
+    steps.push({
+      command: `qemu-img create -q -f qcow2 -F "$fmt" -b ${q(hostImage)} ${q(overlayPath)} && chmod 0644 ${q(overlayPath)}`,
+      what: "qemu-img create (overlay)",
     });
-  result.arch = arch;
-  result.archFrom = opts.arch
-    ? "--arch"
-    : local?.facts.arch
-      ? local.facts.archFrom
-      : local?.backing.arch
-        ? "the image source"
-        : `the host's (uname -m on ${conn.host})`;
-  const accel = await chooseRemoteAccel(host, conn, arch, opts, opts.signal);
-  result.accel = accel.type === "kvm" ? "kvm" : "tcg";
-  result.accelWhy = accel.why;
-  const os = opts.os ?? local?.backing.os ?? local?.facts.os ?? "fcos";
-  result.os = os;
-  if (opts.bios && arch !== "x86_64") throw new UsageError("--bios is for x86_64 guests only");
-  result.firmware = opts.bios
-    ? "SeaBIOS (libvirt default)"
-    : "UEFI (libvirt firmware auto-selection)";
-
-  // The run directory: 0711, so the qemu user can reach files it knows the name of, and
-  // nobody can list it. From here on everything is removed again unless --keep.
-  try {
-    await host.mkdirp(remoteDir, 0o711);
-    await host.mkdirp(dir, 0o711);
-  } catch (err) {
-    throw new ProvisionError(describeError(err), {
-      hint: `pass --remote-dir with a directory ${conn.user} can write on ${conn.host} and the qemu user can reach`,
+  if (configPath)
+    // What the FCOS libvirt docs do: a label the confined qemu process may read. $relabel
+    // comes with the go: SELinux enforces there.
+    steps.push({
+      command: `[ "$relabel" != 1 ] || chcon --type svirt_home_t ${q(configPath)}`,
+      what: "chcon (SELinux relabel)",
     });
-  }
-  if (!opts.keep)
-    run.cleanups.push(async () => {
-      await host.exec(`rm -rf -- ${q(dir)}`);
-    });
-
-  // Uploads. The qemu process runs as its own user (libvirt-qemu, qemu): it must read the
-  // config, so the file is 0644 inside the unlistable 0711 directory.
-  const uploadStarted = Date.now();
-  let configPath: string | undefined;
-  if (config.file) {
-    configPath = `${dir}/config.ign`;
-    await host.upload(config.file, configPath, 0o644);
-    report.uploadedBytes += (await stat(config.file)).size;
-  }
-  let disk: { path: string; format: "qcow2" | "raw" };
-  if (local) {
-    const file = await localQcow2(local.backing, tmp, opts.signal);
-    const size = (await stat(file)).size;
-    const remotePath = `${dir}/disk.qcow2`;
-    reporter.info(
-      `uploading ${local.backing.description} to ${host.label}:${remotePath} (${formatBytes(size)})`,
-    );
-    await host.upload(file, remotePath, 0o644, (sent, total) =>
-      reporter.status?.(`upload ${formatBytes(sent)} / ${formatBytes(total)}`),
-    );
-    report.uploadedBytes += size;
-    // The uploaded copy is ours and thrown away afterwards: the guest may write to it.
-    disk = { path: remotePath, format: "qcow2" };
-  } else {
-    const image = (opts.input as { path: string }).path;
-    disk = await remoteOverlay(host, image, dir, opts.signal);
-  }
-  report.uploadSeconds = (Date.now() - uploadStarted) / 1000;
-
-  if (configPath && facts.selinuxEnforcing) {
-    // What the FCOS libvirt docs do: a label the confined qemu process may read.
-    await host.check(`chcon --type svirt_home_t ${q(configPath)}`, "chcon (SELinux relabel)");
-    report.selinuxRelabeled = true;
-  }
-
   // The console file exists before the domain does, 0644 and ours, so `tail` can read it
   // whoever libvirt makes its owner.
-  const consoleLog = `${dir}/console.log`;
-  await host.check(
-    `: > ${q(consoleLog)} && chmod 0644 ${q(consoleLog)}`,
-    "creating the console log",
-  );
-  const xml = domainXml({
-    name,
-    title: `provision qemu-test ${result.image}`,
-    arch,
-    type: accel.type,
-    memoryMiB: result.memoryMiB,
-    cpus: result.cpus,
-    firmware: opts.bios ? "bios" : "efi",
-    disk,
-    consoleLog,
-    ignition: configPath ? { fwCfgName: FW_CFG_NAME[os], file: configPath } : undefined,
-    userNet: opts.net === "user",
+  steps.push({
+    command: `: > ${q(consoleLog)} && chmod 0644 ${q(consoleLog)}`,
+    what: "creating the console log",
   });
-  const localXml = join(tmp, "domain.xml");
-  await writeFile(localXml, xml);
-  await host.upload(localXml, `${dir}/domain.xml`, 0o644);
-  const virsh = `virsh -q -c ${q(conn.localUri)}`;
-  await host.check(`${virsh} define ${q(`${dir}/domain.xml`)}`, `virsh define (domain ${name})`, {
+  const xmlPath = `${dir}/domain.xml`;
+  const xmlEnd = `PROVISION_XML_END_${randomBytes(6).toString("hex")}`;
+  steps.push(
+    {
+      // The XML follows the go line on stdin, up to a line of its own.
+      command: `while IFS= read -r l && [ "$l" != ${xmlEnd} ]; do printf '%s\\n' "$l"; done > ${q(xmlPath)} && chmod 0644 ${q(xmlPath)}`,
+      what: "writing the domain XML",
+    },
+    { command: `${virsh} define ${q(xmlPath)}`, what: `virsh define (domain ${name})` },
+    { command: `${virsh} start ${name}`, what: `virsh start ${name}` },
+  );
+  const session = openSession(host, {
+    facts: factsScript(conn, ask),
+    steps,
+    virsh,
+    name,
+    dir,
+    consoleLog,
+    keep: Boolean(opts.keep),
     signal: opts.signal,
+    onTornDown: (seconds) => {
+      state.tornDown = true;
+      if (seconds !== undefined) timings.teardown = seconds;
+    },
   });
   run.cleanups.push(async () => {
-    // --nvram: the per-domain VARS copy libvirt made for UEFI goes too.
-    if (!opts.keep)
-      await host.exec(`${virsh} undefine --nvram ${name} || ${virsh} undefine ${name}`);
+    // The script cleans up after itself once its stdin ended (the guest was stopped, or the
+    // run abandoned); this is for when it could not.
+    await session.done.catch(() => {});
+    if (opts.keep || state.tornDown || !(state.dirMade || state.launched)) return;
+    await host.exec(`${state.launched ? `${undefineCmd(virsh, name)}; ` : ""}rm -rf -- ${q(dir)}`);
   });
+  const transfers = new AbortController();
+  const stopTransfers = () => transfers.abort();
+  opts.signal?.addEventListener("abort", stopTransfers, { once: true });
+  const factsDone = session.facts.then((r) => parseFacts(host, conn, ask, r));
+  factsDone.catch(stopTransfers);
+  const dirDone = (async () => {
+    // 0711: the qemu user can reach files it knows the name of, and nobody can list it.
+    state.dirMade = true;
+    try {
+      await host.mkdirp(remoteDir, 0o711);
+      await host.mkdirp(dir, 0o711);
+    } catch (err) {
+      throw new ProvisionError(describeError(err), {
+        hint: `pass --remote-dir with a directory ${conn.user} can write on ${conn.host} and the qemu user can reach`,
+      });
+    }
+  })();
+  dirDone.catch(stopTransfers);
+  // The qemu process runs as its own user (libvirt-qemu, qemu): it must read the config and
+  // the disk, so they are 0644 inside the unlistable 0711 directory.
+  const uploadsDone = dirDone.then(async () => {
+    const started = Date.now();
+    await settleAll([
+      (async () => {
+        if (!config.file || !configPath) return;
+        await host.upload(config.file, configPath, 0o644, undefined, transfers.signal);
+        report.uploadedBytes += (await stat(config.file)).size;
+      })(),
+      (async () => {
+        if (!local) return;
+        const size = (await stat(local.qcow2)).size;
+        const remotePath = `${dir}/disk.qcow2`;
+        reporter.info(
+          `uploading ${local.backing.description} to ${host.label}:${remotePath} (${formatBytes(size)})`,
+        );
+        await host.upload(
+          local.qcow2,
+          remotePath,
+          0o644,
+          (sent, total) => reporter.status?.(`upload ${formatBytes(sent)} / ${formatBytes(total)}`),
+          transfers.signal,
+        );
+        report.uploadedBytes += size;
+      })(),
+    ]);
+    report.uploadSeconds = since(started);
+  });
+  let facts: HostFacts;
+  try {
+    [facts] = await settleAll([factsDone, dirDone, uploadsDone]);
+  } catch (err) {
+    session.abandon();
+    throw err;
+  } finally {
+    opts.signal?.removeEventListener("abort", stopTransfers);
+  }
+
+  let go: { relabel: boolean; format: string; xml: string };
+  let accel: { type: "kvm" | "qemu"; why: string };
+  let arch: Arch;
+  try {
+    const known = knownArch ?? facts.arch;
+    if (!known)
+      throw new ProvisionError(`cannot tell which architecture to boot on ${host.label}`, {
+        hint: "pass --arch aarch64 or --arch x86_64",
+      });
+    arch = known;
+    result.arch = arch;
+    result.archFrom = opts.arch
+      ? "--arch"
+      : local?.facts.arch
+        ? local.facts.archFrom
+        : local?.backing.arch
+          ? "the image source"
+          : `the host's (uname -m on ${conn.host})`;
+    accel = chooseRemoteAccel(host, conn, arch, opts, facts);
+    result.accel = accel.type === "kvm" ? "kvm" : "tcg";
+    result.accelWhy = accel.why;
+    const os = opts.os ?? local?.backing.os ?? local?.facts.os ?? "fcos";
+    result.os = os;
+    if (opts.bios && arch !== "x86_64") throw new UsageError("--bios is for x86_64 guests only");
+    result.firmware = opts.bios
+      ? "SeaBIOS (libvirt default)"
+      : "UEFI (libvirt firmware auto-selection)";
+    // The uploaded copy is ours and thrown away afterwards: the guest may write to it.
+    const disk: { path: string; format: "qcow2" } = local
+      ? { path: `${dir}/disk.qcow2`, format: "qcow2" }
+      : { path: overlayPath, format: "qcow2" };
+    const format = hostImage !== undefined ? hostImageFormat(host, hostImage, facts) : "-";
+    const xml = domainXml({
+      name,
+      title: `provision qemu-test ${result.image}`,
+      arch,
+      type: accel.type,
+      memoryMiB: result.memoryMiB,
+      cpus: result.cpus,
+      firmware: opts.bios ? "bios" : "efi",
+      disk,
+      consoleLog,
+      ignition: configPath ? { fwCfgName: FW_CFG_NAME[os], file: configPath } : undefined,
+      userNet: opts.net === "user",
+    });
+    go = { relabel: Boolean(configPath && facts.selinuxEnforcing), format, xml };
+  } catch (err) {
+    session.abandon();
+    throw err;
+  }
+  timings.prepare = since(connected);
   result.command = ["virsh", "-c", conn.localUri, "start", name];
   reporter.info(
     `booting ${result.image} on ${host.label} as domain ${name} (${arch}, ${accel.type === "kvm" ? "KVM" : "TCG"}, ${result.cpus} CPUs, ${result.memoryMiB} MiB)`,
   );
-  const guest = await startDomain(host, virsh, name, consoleLog, opts.signal);
+  state.launched = true;
+  const launchStarted = Date.now();
+  const guest = await session
+    .launch(`go ${go.relabel ? 1 : 0} ${go.format}\n${go.xml}\n${xmlEnd}\n`)
+    .catch((err: unknown) => {
+      // A step after the relabel failed: the relabel was done.
+      const chcon = steps.findIndex((s) => s.what.startsWith("chcon"));
+      if (go.relabel && err instanceof StepError && err.step > chcon)
+        report.selinuxRelabeled = true;
+      throw err;
+    });
+  timings.launch = since(launchStarted);
+  report.selinuxRelabeled = go.relabel;
   run.stopQemu = () => guest.stop();
   await superviseGuest(guest, { rules }, opts, result, run);
 }
@@ -257,12 +377,17 @@ export async function bootRemote(
 async function prepareLocalImage(
   opts: BootOptions,
   run: RunState,
-): Promise<{ backing: BackingImage; facts: ImageFacts }> {
+): Promise<{ backing: BackingImage; facts: ImageFacts; qcow2: string }> {
   const backing = await prepareBacking(opts.input, run.tmp, {
     reporter: run.reporter,
     signal: opts.signal,
   });
-  return { backing, facts: await inspectImage(backing) };
+  // Inspect it and make what goes over the wire at the same time.
+  const [facts, qcow2] = await settleAll([
+    inspectImage(backing),
+    localQcow2(backing, run.tmp, opts.signal),
+  ]);
+  return { backing, facts, qcow2 };
 }
 
 /**
@@ -281,23 +406,56 @@ async function localQcow2(b: BackingImage, tmp: string, signal?: AbortSignal): P
 interface HostFacts {
   arch?: Arch;
   selinuxEnforcing: boolean;
+  /** Asked for with `kvmArch`: does libvirt offer KVM for it (else its last error line). */
+  kvm?: { ok: boolean; why: string };
+  /** Asked for with `image`: `qemu-img info` of the image on the host. */
+  image?:
+    | { kind: "missing" }
+    | { kind: "info"; json: string }
+    | { kind: "error"; code: string; last: string };
 }
 
-/** The programs we need on the host, its architecture, and whether SELinux enforces. */
-async function hostFacts(
+interface FactsAsk {
+  /** Does libvirt offer KVM for this architecture ("host": the host's own)? */
+  kvmArch?: Arch | "host";
+  /** An image on the host to run `qemu-img info` on. */
+  image?: string;
+}
+
+/**
+ * Shell text that prints the host's facts as key=value lines: the programs we need, its
+ * architecture, whether SELinux enforces, whether virsh answers on the libvirt URI, and what
+ * `ask` asks. The slow questions run side by side.
+ */
+function factsScript(conn: LibvirtConnection, ask: FactsAsk): string {
+  const virsh = `virsh -q -c ${q(conn.localUri)}`;
+  const lastLine = (v: string) => `$(printf '%s' "${v}" | tail -n 1)`;
+  const lines = [
+    "for p in virsh qemu-img; do command -v $p >/dev/null 2>&1 || echo missing=$p; done",
+    "echo arch=$(uname -m)",
+    "echo selinux=$(getenforce 2>/dev/null || echo none)",
+  ];
+  if (ask.kvmArch)
+    lines.push(
+      `{ ${ask.kvmArch === "host" ? `a=$(uname -m); [ "$a" = arm64 ] && a=aarch64` : `a=${ask.kvmArch}`}; if e=$(${virsh} domcapabilities --virttype kvm --arch "$a" 2>&1 >/dev/null); then echo kvm=yes; else echo "kvm=no ${lastLine("$e")}"; fi; } &`,
+    );
+  if (ask.image !== undefined) {
+    const img = q(ask.image);
+    lines.push(
+      `{ if [ ! -e ${img} ]; then echo image=missing; else i=$(qemu-img info --output=json -U ${img} 2>&1); c=$?; if [ $c = 0 ]; then printf 'image=info %s\\n' "$(printf '%s' "$i" | tr -d '\\n')"; else echo "image=error $c ${lastLine("$i")}"; fi; fi; } &`,
+    );
+  }
+  lines.push(`err=$(${virsh} uri 2>&1 >/dev/null) || echo "virsh=${lastLine("$err")}"`, "wait");
+  return lines.join("\n");
+}
+
+/** factsScript's answer, read; throws when the host cannot run a test. */
+function parseFacts(
   host: RemoteHost,
   conn: LibvirtConnection,
-  signal?: AbortSignal,
-): Promise<HostFacts> {
-  const r = await host.exec(
-    [
-      "for p in virsh qemu-img; do command -v $p >/dev/null 2>&1 || echo missing=$p; done",
-      "echo arch=$(uname -m)",
-      "echo selinux=$(getenforce 2>/dev/null || echo none)",
-      `err=$(virsh -q -c ${q(conn.localUri)} uri 2>&1 >/dev/null) || echo "virsh=$(printf '%s' "$err" | tail -n 1)"`,
-    ].join("; "),
-    { signal },
-  );
+  ask: FactsAsk,
+  r: { stdout: string; code?: number | null; signal?: string },
+): HostFacts {
   const kv = new Map<string, string[]>();
   for (const line of r.stdout.split("\n")) {
     const i = line.indexOf("=");
@@ -316,10 +474,49 @@ async function hostFacts(
         hint: "is libvirtd (or virtqemud) running there, and may this user use it (group libvirt)?",
       },
     );
-  return {
+  const facts: HostFacts = {
     arch: ARCH_OF_UNAME[kv.get("arch")?.[0] ?? ""],
     selinuxEnforcing: kv.get("selinux")?.[0] === "Enforcing",
   };
+  if (ask.kvmArch) {
+    const kvm = kv.get("kvm")?.[0];
+    facts.kvm =
+      kvm === "yes"
+        ? { ok: true, why: "" }
+        : {
+            ok: false,
+            why: (kvm ?? "")
+              .replace(/^no ?/, "")
+              .trim()
+              .replace(/^error: /, ""),
+          };
+  }
+  if (ask.image !== undefined) {
+    const image = kv.get("image")?.[0];
+    if (image === "missing") facts.image = { kind: "missing" };
+    else if (image?.startsWith("info ")) facts.image = { kind: "info", json: image.slice(5) };
+    else {
+      const m = /^error (\S+) ?(.*)$/.exec(image ?? "");
+      facts.image = {
+        kind: "error",
+        code: m?.[1] ?? String(r.code ?? r.signal),
+        last: m?.[2]?.trim() ?? "",
+      };
+    }
+  }
+  return facts;
+}
+
+/** The facts on their own, in one exec (doctor). */
+async function hostFacts(
+  host: RemoteHost,
+  conn: LibvirtConnection,
+  signal?: AbortSignal,
+  ask: FactsAsk = {},
+): Promise<HostFacts> {
+  const r = await host.exec(factsScript(conn, ask), { signal });
+  if (signal?.aborted) throw new ProvisionError("interrupted");
+  return parseFacts(host, conn, ask, r);
 }
 
 /**
@@ -351,58 +548,39 @@ export async function probeLibvirtHost(
 }
 
 /** KVM when asked, or (auto) when libvirt reports it for this architecture; else TCG. */
-async function chooseRemoteAccel(
+function chooseRemoteAccel(
   host: RemoteHost,
   conn: LibvirtConnection,
   arch: Arch,
   opts: BootOptions,
-  signal?: AbortSignal,
-): Promise<{ type: "kvm" | "qemu"; why: string }> {
+  facts: HostFacts,
+): { type: "kvm" | "qemu"; why: string } {
   const choice = opts.accel ?? "auto";
   if (choice === "tcg") return { type: "qemu", why: "--accel tcg" };
-  const r = await host.exec(
-    `virsh -q -c ${q(conn.localUri)} domcapabilities --virttype kvm --arch ${arch} >/dev/null`,
-    { signal },
-  );
-  if (r.code === 0) return { type: "kvm", why: `libvirt on ${conn.host} offers KVM for ${arch}` };
-  const why =
-    r.stderr
-      .trim()
-      .split("\n")
-      .pop()
-      ?.replace(/^error: /, "") ?? "";
+  // facts.kvm answers for `arch`: the one known before asking, else the host's own.
+  if (facts.kvm?.ok) return { type: "kvm", why: `libvirt on ${conn.host} offers KVM for ${arch}` };
   if (choice === "kvm")
     throw new ProvisionError(
-      `--accel kvm: ${host.label} cannot run ${arch} guests with KVM: ${why}`,
+      `--accel kvm: ${host.label} cannot run ${arch} guests with KVM: ${facts.kvm?.why ?? ""}`,
     );
   return { type: "qemu", why: `TCG: libvirt on ${conn.host} has no KVM for ${arch}` };
 }
 
-/** An image already on the host: boot it through a qcow2 overlay in the run directory. */
-async function remoteOverlay(
-  host: RemoteHost,
-  image: string,
-  dir: string,
-  signal?: AbortSignal,
-): Promise<{ path: string; format: "qcow2" }> {
-  if (!image.startsWith("/"))
-    throw new UsageError(
-      `${image}: with --connect the image is a path on the host, and must be absolute`,
-      "or pass --upload-image to send a local image",
-    );
-  if (!(await host.exists(image)))
+/** An image already on the host: its format (raw or qcow2), from the facts' `qemu-img info`. */
+function hostImageFormat(host: RemoteHost, image: string, facts: HostFacts): "raw" | "qcow2" {
+  const info = facts.image;
+  if (!info || info.kind === "missing")
     throw new UsageError(
       `${host.label}:${image}: no such file`,
       "the image argument is a path on the host; pass --upload-image to send a local image",
     );
-  const info = await host.check(
-    `qemu-img info --output=json -U ${q(image)}`,
-    `qemu-img info ${image}`,
-    { signal },
-  );
+  if (info.kind === "error")
+    throw new ProvisionError(
+      `${host.label}: qemu-img info ${image} failed (exit ${info.code})${info.last ? `: ${info.last}` : ""}`,
+    );
   let format: string;
   try {
-    format = String((JSON.parse(info) as { format?: string }).format);
+    format = String((JSON.parse(info.json) as { format?: string }).format);
   } catch (err) {
     throw new ProvisionError(`qemu-img info ${image}: unreadable answer: ${describeError(err)}`);
   }
@@ -411,64 +589,217 @@ async function remoteOverlay(
       `${host.label}:${image} is ${format}; compressed images must be decompressed first`,
       "pass the local file with --upload-image: it is decompressed here and sent as qcow2",
     );
-  const overlay = `${dir}/overlay.qcow2`;
-  await host.check(
-    `qemu-img create -q -f qcow2 -F ${format} -b ${q(image)} ${q(overlay)} && chmod 0644 ${q(overlay)}`,
-    "qemu-img create (overlay)",
-    { signal },
-  );
-  return { path: overlay, format: "qcow2" };
+  return format;
+}
+
+/** Undefine a domain (shut off, or running: it becomes transient and goes when stopped). */
+function undefineCmd(virsh: string, name: string): string {
+  // --nvram: the per-domain VARS copy libvirt made for UEFI goes too.
+  return `{ ${virsh} undefine --nvram ${name} || ${virsh} undefine ${name}; } >/dev/null 2>&1`;
+}
+
+interface Session {
+  /** Settles when the exec ended (after its cleanup, if it got that far). */
+  done: Promise<unknown>;
+  /** The facts script's output (key=value lines). */
+  facts: Promise<{ stdout: string; code?: number | null; signal?: string }>;
+  /** Send the go (and what the steps read from stdin); resolves once the domain runs. */
+  launch(input: string): Promise<Guest>;
+  /** No go: the script ends without touching anything. */
+  abandon(): void;
 }
 
 /**
- * Start the domain and stream its console: `tail -F` of the console file, for as long as
- * the domain runs (one `virsh domstate` a second). The stream ends by itself when the
- * guest powers off, reboots or crashes (all "destroy" in the XML) or is destroyed by us.
+ * The run's one exec on the host. First the facts (factsScript), on stderr up to a marker.
+ * Then it waits for a go line on stdin ("go RELABEL FORMAT", followed by what the steps read)
+ * and runs the steps (console file, domain XML, virsh define, virsh start, ...); it ends at
+ * once if stdin ends instead. Once the domain runs, its console is streamed back (`tail -F`
+ * of the file) for as long as it runs, watched through libvirt's lifecycle events (a state
+ * check at least every 2 s). The guest ends by itself (poweroff, reboot and crash are all
+ * "destroy" in the XML), or when this side ends the exec's stdin: after a verdict, on Ctrl-C,
+ * or when the connection is lost. Then the same script destroys the domain and, unless
+ * --keep, undefines it and removes the run directory: stopping costs no further round trip.
  */
-async function startDomain(
+function openSession(
   host: RemoteHost,
-  virsh: string,
-  name: string,
-  consoleLog: string,
-  signal?: AbortSignal,
-): Promise<Guest> {
-  try {
-    await host.check(`${virsh} start ${name}`, `virsh start ${name}`, { signal });
-  } catch (err) {
-    if (err instanceof ProvisionError && /Permission denied/.test(err.message))
-      throw new ProvisionError(err.message, {
-        hint: "QEMU runs as its own user on the host (libvirt-qemu, qemu): the image must be readable by it and every directory above it searchable (chmod o+x), or use --upload-image",
-      });
-    throw err;
-  }
+  o: {
+    facts: string;
+    steps: Step[];
+    virsh: string;
+    name: string;
+    dir: string;
+    consoleLog: string;
+    keep: boolean;
+    signal?: AbortSignal;
+    /** The script cleaned up (seconds from the stop, when it was asked to stop). */
+    onTornDown: (seconds?: number) => void;
+  },
+): Session {
+  const { virsh: v, name: n } = o;
+  const removeDir = o.keep ? "" : `rm -rf -- ${q(o.dir)}`;
+  const undefine = undefineCmd(v, n);
   const script = [
-    `tail -c +1 -F ${q(consoleLog)} 2>/dev/null & t=$!`,
-    `trap 'kill $t 2>/dev/null' EXIT HUP INT TERM`,
-    `while [ "$(${virsh} domstate ${name} 2>/dev/null)" = running ]; do sleep 1; done`,
-    // tail -F polls once a second: let it deliver the last lines before it goes.
-    `sleep 1.2`,
-    `echo "provision-domain-state: $(${virsh} domstate --reason ${name} 2>&1)" >&2`,
-  ].join("\n");
-  const proc = host.stream(script);
-  proc.stdout.pause();
-  let stopped = false;
-  const exited = proc.done.then((r) => {
-    const m = /provision-domain-state: (.*)/.exec(r.stderr);
-    return { description: `domain ${name} stopped: ${m?.[1]?.trim() || "state unknown"}` };
+    // The script finishes its work even when the connection is gone (no SIGPIPE, no SIGHUP):
+    // its stdin then ends, which means "stop and clean up".
+    `trap '' HUP PIPE`,
+    `f=$(\n${o.facts}\n)`,
+    `printf '%s\\n${FACTS_END}\\n' "$f" >&2`,
+    // No go (stdin ended): nothing was started; what was uploaded goes unless --keep.
+    `read -r go relabel fmt && [ "$go" = go ] || { ${removeDir ? `${removeDir}; echo ${TORN_DOWN} >&2; ` : ""}exit 0; }`,
+    // A step that fails takes back what the steps did (unless --keep).
+    `( ${stepsScript(o.steps)}\n)`,
+    `c=$?; if [ $c != 0 ]; then ${o.keep ? "" : `${undefine}; ${removeDir}; `}echo ${TORN_DOWN} >&2; exit $c; fi`,
+    `echo ${STARTED} >&2`,
+    // stdin stays open on fd 3 for the one process that waits for its EOF, and only there.
+    `exec 3<&0`,
+    `tail -c +1 -F -s 0.2 ${q(o.consoleLog)} 2>/dev/null 3<&- & t=$!`,
+    `( while [ "$(${v} domstate ${n} 2>/dev/null)" = running ]; do ${v} event --domain ${n} --event lifecycle --timeout 2 >/dev/null 2>&1; done ) </dev/null >/dev/null 2>&1 3<&- & w=$!`,
+    `trap 'kill $t $w 2>/dev/null' EXIT`,
+    `( cat <&3 >/dev/null 2>&1; kill $w 2>/dev/null ) </dev/null >/dev/null 2>&1 & r=$!`,
+    `exec 3<&-`,
+    `wait $w; s=$?`,
+    // Ended by itself: tail follows the file with inotify; give it a moment for the last lines,
+    // tell the state, and wait for this side to be done with the guest.
+    `[ $s -gt 128 ] || sleep 0.25`,
+    `kill $t 2>/dev/null`,
+    `if [ $s -le 128 ]; then d=$(${v} domstate --reason ${n} 2>&1); echo "${STATE} $d" >&2; wait $r; fi`,
+    // --keep: only stopped. Else undefined first (a running domain becomes transient and goes
+    // with the destroy; --nvram: the per-domain VARS copy libvirt made for UEFI goes too), the
+    // run directory removed while the destroy waits for QEMU to be gone.
+    o.keep ? `u=0` : `${undefine}; u=$?; ${removeDir} &`,
+    `if [ $s -gt 128 ]; then k=1; else case $d in "shut off"*) k=0 ;; *) k=1 ;; esac; fi`,
+    `[ $k = 0 ] || ${v} destroy ${n} >/dev/null 2>&1`,
+    o.keep ? "" : `[ $u = 0 ] || ${undefine}`,
+    `wait`,
+    `[ $s -le 128 ] || echo "${STATE} shut off (destroyed)" >&2`,
+    `echo ${TORN_DOWN} >&2`,
+  ]
+    .filter(Boolean)
+    .join("\n");
+
+  let stderr = "";
+  let factsText: string | undefined;
+  let onFacts: (text: string) => void = () => {};
+  const factsSeen = new Promise<string>((resolve) => {
+    onFacts = resolve;
   });
-  return {
-    console: proc.stdout,
-    exited,
-    stderr: () => "",
-    stop: async () => {
-      if (!stopped) {
-        stopped = true;
-        await host.exec(`${virsh} destroy ${name} >/dev/null 2>&1 || true`);
-        // The guest is gone: no need to wait for the console loop's last poll and grace
-        // period (it ends by itself on the host within a second).
-        proc.close();
+  let onStarted: () => void = () => {};
+  const started = new Promise<void>((resolve) => {
+    onStarted = resolve;
+  });
+  let onState: (line: string) => void = () => {};
+  const stateLine = new Promise<string>((resolve) => {
+    onState = resolve;
+  });
+  // What the steps wrote starts after the facts.
+  let afterFacts = "";
+  const proc = host.stream(script, {
+    onStderr: (text) => {
+      if (factsText === undefined) {
+        stderr += text;
+        const i = stderr.indexOf(`${FACTS_END}\n`);
+        if (i < 0) return;
+        factsText = stderr.slice(0, i);
+        onFacts(factsText);
+        text = stderr.slice(i + FACTS_END.length + 1);
       }
-      await exited;
+      afterFacts += text;
+      if (afterFacts.includes(`${STARTED}\n`)) onStarted();
+      const m = new RegExp(`${STATE} (.*)\n`).exec(afterFacts);
+      if (m) onState(m[1] ?? "");
+      if (afterFacts.length > 65536) afterFacts = afterFacts.slice(-16384);
+    },
+  });
+  proc.stdout.pause();
+  let stopping: number | undefined;
+  const stop = () => {
+    stopping ??= Date.now();
+    proc.end();
+  };
+  const done = proc.done.then((r) => {
+    if (r.stderr.includes(TORN_DOWN))
+      o.onTornDown(stopping === undefined ? undefined : Math.round(Date.now() - stopping) / 1000);
+    return r;
+  });
+  done.catch(() => {});
+  // Ctrl-C: stdin ends. Before the go, the script ends; during the steps, it goes on to the
+  // end of them and, if the domain started, stops and removes it again at once.
+  const onAbort = () => stop();
+  if (o.signal?.aborted) onAbort();
+  o.signal?.addEventListener("abort", onAbort, { once: true });
+  const interrupted = new Promise<never>((_, reject) => {
+    const fail = () => reject(new ProvisionError("interrupted"));
+    if (o.signal?.aborted) fail();
+    o.signal?.addEventListener("abort", fail, { once: true });
+  });
+  interrupted.catch(() => {});
+
+  const facts = Promise.race([
+    factsSeen.then((stdout) => ({ stdout })),
+    done.then((r) => {
+      // Ended before the marker: the connection went, or the shell could not run it.
+      if (factsText !== undefined) return { stdout: factsText };
+      throw new ProvisionError(
+        `${host.label}: the host's facts: no answer (exit ${r.code ?? r.signal})${r.stderr.trim() ? `: ${r.stderr.trim().split("\n").pop()}` : ""}`,
+      );
+    }),
+    interrupted,
+  ]);
+
+  return {
+    done,
+    facts,
+    abandon: () => {
+      o.signal?.removeEventListener("abort", onAbort);
+      stop();
+    },
+    launch: async (input) => {
+      proc.write(input);
+      try {
+        const ok = await Promise.race([started.then(() => true), done.then(() => false)]);
+        if (!ok) {
+          const r = await done;
+          if (o.signal?.aborted) throw new ProvisionError("interrupted");
+          const last = o.steps.length - 1;
+          const err =
+            stepFailure(host.label, o.steps, { ...r, stderr: afterFacts }) ??
+            new StepError(
+              `${host.label}: ${o.steps[last]?.what} failed (exit ${r.code ?? r.signal})`,
+              last,
+            );
+          if (/Permission denied/.test(err.message) && err.step === last)
+            throw new StepError(err.message, err.step, {
+              hint: "QEMU runs as its own user on the host (libvirt-qemu, qemu): the image must be readable by it and every directory above it searchable (chmod o+x), or use --upload-image",
+            });
+          throw err;
+        }
+        if (o.signal?.aborted) {
+          await done;
+          throw new ProvisionError("interrupted");
+        }
+      } finally {
+        o.signal?.removeEventListener("abort", onAbort);
+      }
+      // The domain stopped by itself when its state line comes before we asked it to stop.
+      const exited = Promise.race([
+        stateLine.then(async (state) => {
+          await proc.drained();
+          return state;
+        }),
+        done.then(() => undefined),
+      ]).then((state) => ({
+        description: `domain ${o.name} stopped: ${state?.trim() || "state unknown"}`,
+      }));
+      return {
+        console: proc.stdout,
+        exited,
+        stderr: () => "",
+        stop: async () => {
+          stop();
+          await done;
+          await exited;
+        },
+      };
     },
   };
 }

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkHostKey } from "../../src/libvirt/known-hosts.js";
-import { RemoteHost } from "../../src/libvirt/ssh.js";
+import { RemoteHost, StepError } from "../../src/libvirt/ssh.js";
 import { parseConnectUri } from "../../src/libvirt/uri.js";
 import { type Sshd, startSshd } from "../helpers/sshd.js";
 
@@ -126,6 +126,63 @@ describe("RemoteHost against a real sshd", () => {
       expect(seen.at(-1)).toBe(payload.length);
       expect(await host.exists(join(dir, "config.ign"))).toBe(true);
       expect(await host.exists(join(dir, "nope"))).toBe(false);
+    } finally {
+      host.close();
+    }
+  });
+
+  it("runs several steps in one exec and names the one that failed, as check would", async () => {
+    const host = await RemoteHost.connect(target(), {
+      identities: [sshd.clientKey],
+      knownHosts: [sshd.knownHosts],
+    });
+    try {
+      const file = join(work, "steps.txt");
+      await host.steps([
+        { command: `echo one > ${file}`, what: "writing" },
+        { command: `echo to-stdout; echo to-stderr >&2; echo two >> ${file}`, what: "talking" },
+      ]);
+      expect(await readFile(file, "utf8")).toBe("one\ntwo\n");
+      const err = await host
+        .steps([
+          { command: "true", what: "the first" },
+          { command: "echo half >&2; echo done-for >&2; exit 4", what: "the second" },
+          { command: `touch ${join(work, "never")}`, what: "the third" },
+        ])
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StepError);
+      expect((err as StepError).step).toBe(1);
+      // The message check gives for that command alone.
+      expect((err as Error).message).toBe(
+        `root@[127.0.0.1]:${sshd.port}: the second failed (exit 4): done-for`,
+      );
+      await expect(stat(join(work, "never"))).rejects.toThrow(/ENOENT/);
+    } finally {
+      host.close();
+    }
+  });
+
+  it("stops an upload when its signal aborts, and the next one works", async () => {
+    const host = await RemoteHost.connect(target(), {
+      identities: [sshd.clientKey],
+      knownHosts: [sshd.knownHosts],
+    });
+    try {
+      const local = join(work, "big.bin");
+      await writeFile(local, randomBytes(64 * 1024 * 1024));
+      const abort = new AbortController();
+      const started = Date.now();
+      const upload = host.upload(
+        local,
+        join(work, "big.copy"),
+        0o644,
+        () => abort.abort(),
+        abort.signal,
+      );
+      await expect(upload).rejects.toThrow(/upload .*big\.copy: interrupted/);
+      expect(Date.now() - started).toBeLessThan(5000);
+      await host.upload(local, join(work, "big.copy2"), 0o600);
+      expect((await stat(join(work, "big.copy2"))).size).toBe(64 * 1024 * 1024);
     } finally {
       host.close();
     }

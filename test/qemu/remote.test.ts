@@ -274,6 +274,81 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
     expect(await remoteLeftovers()).toEqual([]);
   }, 300_000);
 
+  it("a guest that powers off before the expected line: exit 1 naming the domain's state, with the console up to its last line, and nothing left", async () => {
+    const domainsBefore = await provisionDomains();
+    const r = await cli([
+      "qemu-test",
+      img,
+      "-i",
+      okIgn,
+      ...bootOnHost("--upload-image").map((a) => (a === MARKER ? "never-printed" : a)),
+      "--json",
+    ]);
+    expect(r.code, r.stderr).toBe(1);
+    const res = JSON.parse(r.stdout) as BootResult;
+    expect(res.verdict).toBe("fail");
+    // The fixture prints its marker and powers off at once (poweroff -f): the state comes
+    // from libvirt, and the line printed just before the poweroff still got here.
+    expect(res.reason).toMatch(
+      /^domain provision-[0-9a-f]+ stopped: shut off \(\w+\) after [\d.]+s, before "never-printed" was seen/,
+    );
+    expect(res.consoleTail.join("\n")).toContain("PROVISION-BOOT-OK: ignition applied");
+    expect(res.remote?.timings?.teardown).toBeLessThan(30);
+    expect(await provisionDomains()).toEqual(domainsBefore);
+    expect(await remoteLeftovers()).toEqual([]);
+  }, 300_000);
+
+  it("provision killed outright during a remote boot: the host's side sees the connection go and removes the domain and the files itself", async () => {
+    const domainsBefore = await provisionDomains();
+    // Its temp dir (with the qcow2 it uploaded) is under work/, removed afterwards.
+    const child = execa(
+      "node",
+      [
+        join(repoRoot, "bin", "provision.js"),
+        "qemu-test",
+        img,
+        "-i",
+        okIgn,
+        "--connect",
+        uri(),
+        "--upload-image",
+        "--remote-dir",
+        remoteDir,
+        "--expect",
+        "never-printed",
+        "--timeout",
+        "4m",
+      ],
+      {
+        reject: false,
+        stdin: "ignore",
+        env: { XDG_CACHE_HOME: cacheHome, CI: "1", TMPDIR: join(work, "tmp"), SSH_AUTH_SOCK: "" },
+        timeout: 300_000,
+      },
+    );
+    let running: string[] = [];
+    for (const deadline = Date.now() + 120_000; Date.now() < deadline; await sleep(250)) {
+      running = (await execa("virsh", ["-c", "qemu:///system", "list", "--name"])).stdout
+        .split("\n")
+        .filter((n) => n.startsWith("provision-") && !domainsBefore.includes(n));
+      if (running.length) break;
+    }
+    expect(running).toHaveLength(1);
+    child.kill("SIGKILL");
+    await child;
+    // No cleanup ran on this side: the host's script got EOF on its stdin when sshd closed
+    // the session, and stopped, undefined and removed everything.
+    let left: string[] = [];
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(250)) {
+      left = [
+        ...(await provisionDomains()).filter((d) => !domainsBefore.includes(d)),
+        ...(await remoteLeftovers()),
+      ];
+      if (left.length === 0) break;
+    }
+    expect(left).toEqual([]);
+  }, 300_000);
+
   it("refuses a host whose key is not the one in known_hosts: exit 3, nothing sent, nothing defined", async () => {
     const domainsBefore = await provisionDomains();
     const r = await cli([
