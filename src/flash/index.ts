@@ -460,7 +460,8 @@ async function flashImpl(
       okDests().map(async (d, i) => {
         try {
           await verifyTarget(d.path, written.imageSize, written.digests as Buffer[], {
-            holes: d.kind === "file" && d.sparse,
+            written: d.sparse ? written.runs : undefined,
+            file: d.kind === "file",
             buffers: written.buffers.slice(2 * i, 2 * i + 2),
             signal,
             onProgress: (done, total) => reporter.progress("verify", done, total, d.path),

@@ -24,11 +24,6 @@ export class VerifyMismatchError extends ProvisionError {
   }
 }
 
-/** The digest of an all-zero block of `len` bytes. */
-function zeroDigest(len: number): Buffer {
-  return blockDigest(Buffer.alloc(0), len, []);
-}
-
 export async function verifyTarget(
   path: string,
   imageSize: number,
@@ -37,11 +32,14 @@ export async function verifyTarget(
     signal?: AbortSignal;
     onProgress?: (done: number, total: number) => void;
     /**
-     * The target is a file this run created or truncated and wrote sparsely: the image's
-     * all-zero blocks were never written, so they are holes, zeros by the file system's
-     * definition, and are not read back. Every block with data is.
+     * The target was written sparsely (an image file, or a disk with --sparse): each block's
+     * runs as written (writeToAll's `runs`). Only those bytes are checked: a block with none
+     * is not read at all, and the grains in between hold what they held (holes in a file,
+     * old data on a --sparse disk), which the image does not say anything about.
      */
-    holes?: boolean;
+    written?: Array<Array<[number, number]>>;
+    /** A file: its size must be at least the image's (trailing all-zero blocks are holes). */
+    file?: boolean;
     /** Two BLOCK_SIZE buffers to read into (the writer's, free by now); else new ones. */
     buffers?: Buffer[];
   } = {},
@@ -71,7 +69,7 @@ export async function verifyTarget(
       }
       return { buf, len, got };
     };
-    if (opts.holes) {
+    if (opts.file) {
       const { size } = await fh.stat();
       if (size < imageSize)
         throw new ProvisionError(
@@ -79,15 +77,8 @@ export async function verifyTarget(
         );
     }
     const count = Math.ceil(imageSize / BLOCK_SIZE);
-    const lenOf = (i: number) => Math.min(BLOCK_SIZE, imageSize - i * BLOCK_SIZE);
-    const zero = opts.holes ? zeroDigest(BLOCK_SIZE) : undefined;
     const blocks: number[] = [];
-    for (let i = 0; i < count; i++) {
-      const d = digests[i] as Buffer;
-      const isZero =
-        zero && (lenOf(i) === BLOCK_SIZE ? d.equals(zero) : d.equals(zeroDigest(lenOf(i))));
-      if (!isZero) blocks.push(i);
-    }
+    for (let i = 0; i < count; i++) if (!opts.written || opts.written[i]?.length) blocks.push(i);
     let next = blocks.length > 0 ? readBlock(blocks[0] as number, 0) : undefined;
     for (let k = 0; k < blocks.length; k++) {
       const i = blocks[k] as number;
@@ -101,7 +92,7 @@ export async function verifyTarget(
           `verify failed: ${path} ended at byte ${i * BLOCK_SIZE + got}, before the end of the image`,
         );
       }
-      const d = blockDigest(buf, len, nonZeroRuns(buf, len));
+      const d = blockDigest(buf, len, opts.written?.[i] ?? nonZeroRuns(buf, len));
       if (!d.equals(digests[i] as Buffer)) throw new VerifyMismatchError(path, i * BLOCK_SIZE);
       opts.onProgress?.(i * BLOCK_SIZE + len, imageSize);
     }

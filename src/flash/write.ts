@@ -34,6 +34,11 @@ export interface WriteResult {
   imageSize: number;
   /** One digest per block, when requested (for verify). */
   digests?: Buffer[];
+  /**
+   * With digests: each block's non-zero runs, what a sparse target got written (verify of a
+   * sparse target checks those and nothing else).
+   */
+  runs?: Array<Array<[number, number]>>;
   /** The block buffers, free now: verify reads into them rather than into new ones. */
   buffers: Buffer[];
   /**
@@ -157,6 +162,7 @@ export async function writeToAll(
   const alive = () => slots.filter((s) => s.result.ok && s.fh);
 
   const digests: Buffer[] | undefined = opts.digests ? [] : undefined;
+  const blockRuns: Array<Array<[number, number]>> | undefined = opts.digests ? [] : undefined;
   const pool: Buffer[] = Array.from({ length: IN_FLIGHT + 1 }, () =>
     Buffer.allocUnsafe(BLOCK_SIZE),
   );
@@ -173,6 +179,7 @@ export async function writeToAll(
     firstWriteAt ??= performance.now();
     const runs = nonZeroRuns(buf, len);
     digests?.push(blockDigest(buf, len, runs));
+    blockRuns?.push(runs);
     if (at === 0) {
       first = { buf, len, runs };
       return Promise.resolve(undefined);
@@ -257,6 +264,7 @@ export async function writeToAll(
   return {
     imageSize: position,
     digests,
+    runs: blockRuns,
     buffers,
     firstWriteAt,
     results: slots.map((s) => s.result),

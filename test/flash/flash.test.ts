@@ -6,6 +6,7 @@ import {
   copyFile,
   mkdir,
   mkdtemp,
+  open,
   readdir,
   readFile,
   rm,
@@ -440,6 +441,32 @@ describe("block devices (loop devices this test attaches)", () => {
     ).toMatch(/^options .* console=ttyAMA0$/m);
     const v = await execa("sgdisk", ["-v", loop as string]);
     expect(v.stdout).toContain("No problems found");
+  });
+
+  it("--sparse onto a disk full of old data: verified (the skipped grains keep it, and are not judged)", async () => {
+    // Old data everywhere: the image's zero grains keep it with --sparse.
+    const fh = await open(loop as string, "r+");
+    const old = Buffer.alloc(4 << 20, 0xaa);
+    for (let at = 0; at < 256 << 20; at += old.length) await fh.write(old, 0, old.length, at);
+    await fh.sync();
+    await fh.close();
+    const r = await runCli(
+      ["flash", loop as string, "--image-url", fixture("fcos.img.xz"), "--yes", "--sparse"],
+      { cacheHome: await newCache() },
+    );
+    expect(r.stderr).not.toMatch(/verify failed/);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/verified/);
+    // The old data is still there in a grain the image has as zeros.
+    const img = Buffer.alloc(4096);
+    const dev = await open(loop as string, "r");
+    let stale = false;
+    for (let at = 64 << 20; at < 256 << 20 && !stale; at += 1 << 20) {
+      await dev.read(img, 0, 4096, at);
+      stale = img.every((b) => b === 0xaa);
+    }
+    await dev.close();
+    expect(stale).toBe(true);
   });
 
   it("refuses an image bigger than the device before writing anything", async () => {
