@@ -7,14 +7,12 @@
  * - A decompressor writes into a FIFO that is read as a socket with `onread`: the kernel
  *   copies each read into the block buffer at its fill offset.
  * - A raw image is read with positioned reads into the block buffer.
- * - Any other Readable (tests) is copied chunk by chunk.
  */
 import { closeSync, constants, openSync } from "node:fs";
 import { type FileHandle, mkdtemp, open, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
 import { run } from "../exec/index.js";
 
 export interface BlockReader {
@@ -175,37 +173,6 @@ export async function fileReader(path: string): Promise<BlockReader> {
       if (closed) return;
       closed = true;
       fh.close().catch(() => {});
-    },
-  };
-}
-
-/** Any Readable (chunks are copied into the block). */
-export function streamReader(stream: Readable): BlockReader {
-  const it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-  let rest: Buffer | undefined;
-  let done = false;
-  return {
-    async fill(buf, len) {
-      let got = 0;
-      while (got < len && !done) {
-        if (!rest || rest.length === 0) {
-          const r = await it.next();
-          if (r.done) {
-            done = true;
-            break;
-          }
-          rest = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
-        }
-        const n = Math.min(rest.length, len - got);
-        rest.copy(buf, got, 0, n);
-        rest = rest.subarray(n);
-        got += n;
-      }
-      return got;
-    },
-    destroy() {
-      done = true;
-      stream.destroy();
     },
   };
 }

@@ -6,11 +6,10 @@
  */
 import { constants } from "node:fs";
 import { type FileHandle, open } from "node:fs/promises";
-import type { Readable } from "node:stream";
 import { describeError, errnoText, ProvisionError, RefusedError } from "../errors.js";
 import { formatBytes } from "../progress/index.js";
 import { BLOCK_SIZE, blockDigest, nonZeroRuns } from "./blocks.js";
-import { type BlockReader, streamReader } from "./reader.js";
+import type { BlockReader } from "./reader.js";
 
 export interface Destination {
   path: string;
@@ -101,16 +100,12 @@ function targetError(d: Destination, err: unknown, at: number): unknown {
   });
 }
 
-function isBlockReader(s: BlockReader | Readable): s is BlockReader {
-  return typeof (s as BlockReader).fill === "function";
-}
-
 export async function writeToAll(
-  source: BlockReader | Readable,
+  reader: BlockReader,
   dests: Destination[],
   opts: {
     digests: boolean;
-    /** The image's first block, already read from `source` (BLOCK_SIZE bytes unless shorter). */
+    /** The image's first block, already read from `reader` (BLOCK_SIZE bytes unless shorter). */
     head?: { buf: Buffer; len: number };
     expectedSize?: number;
     signal?: AbortSignal;
@@ -218,7 +213,6 @@ export async function writeToAll(
     return Promise.all(writes).then(() => buf);
   };
 
-  const reader = isBlockReader(source) ? source : streamReader(source);
   let readError: unknown;
   try {
     for (let head = opts.head; ; head = undefined) {

@@ -513,6 +513,14 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
       });
       res.end(req.method === "HEAD" ? undefined : body);
     };
+    /** The inventory's host for this request's MAC or UUID; an unknown one is recorded. */
+    const machine = async (): Promise<{ inv: Inventory; host?: Host }> => {
+      const inv = await inventory();
+      const host = findHost(inv, q.get("mac"), q.get("uuid"));
+      ctx.who = host?.name ?? q.get("mac") ?? q.get("uuid") ?? "?";
+      if (!host) await recordUnknown(q, client);
+      return { inv, host };
+    };
     switch (url.pathname) {
       case "/boot.ipxe":
         return text(
@@ -524,28 +532,16 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
           ].join("\n"),
         );
       case "/ipxe": {
-        const inv = await inventory();
-        const host = findHost(inv, q.get("mac"), q.get("uuid"));
-        if (!host) {
-          ctx.who = q.get("mac") ?? q.get("uuid") ?? "?";
-          await recordUnknown(q, client);
-          return text(unknownScript(base));
-        }
-        ctx.who = host.name;
+        const { host } = await machine();
+        if (!host) return text(unknownScript(base));
         const script = await ipxeFor(host, base);
         Object.assign(hostState(host.name), { lastIpxe: new Date().toISOString(), client });
         await save();
         return text(script);
       }
       case "/ignition": {
-        const inv = await inventory();
-        const host = findHost(inv, q.get("mac"), q.get("uuid"));
-        if (!host) {
-          ctx.who = q.get("mac") ?? q.get("uuid") ?? "?";
-          await recordUnknown(q, client);
-          throw new HttpError(404, "not in the inventory");
-        }
-        ctx.who = host.name;
+        const { inv, host } = await machine();
+        if (!host) throw new HttpError(404, "not in the inventory");
         const b = await built(inv, host);
         const etag = `"${b.fingerprint.sha256}"`;
         Object.assign(hostState(host.name), {

@@ -3,7 +3,6 @@ import { createReadStream } from "node:fs";
 import { mkdtemp, open, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BLOCK_SIZE, nonZeroRuns } from "../../src/flash/blocks.js";
 import {
@@ -11,9 +10,23 @@ import {
   detectFileCompression,
   openDecompressed,
 } from "../../src/flash/decompress.js";
+import type { BlockReader } from "../../src/flash/reader.js";
 import { VerifyMismatchError, verifyTarget } from "../../src/flash/verify.js";
 import { writeToAll } from "../../src/flash/write.js";
 import { fixture, manifest } from "../helpers/fixtures.js";
+
+/** An image held in memory, as the writer reads one. */
+function memory(data: Buffer): BlockReader {
+  let at = 0;
+  return {
+    async fill(buf, len) {
+      const n = data.copy(buf, 0, at, Math.min(at + len, data.length));
+      at += n;
+      return n;
+    },
+    destroy() {},
+  };
+}
 
 async function sha256(path: string): Promise<string> {
   const h = createHash("sha256");
@@ -157,7 +170,7 @@ describe("writeToAll + verifyTarget", () => {
   it("verify also catches a target that is shorter than the image", async () => {
     const a = join(dir, "short.img");
     const data = Buffer.alloc(3 * BLOCK_SIZE, 7);
-    const r = await writeToAll(Readable.from([data]), [{ path: a, kind: "file", sparse: true }], {
+    const r = await writeToAll(memory(data), [{ path: a, kind: "file", sparse: true }], {
       digests: true,
     });
     const fh = await open(a, "r+");
@@ -174,7 +187,7 @@ describe("writeToAll + verifyTarget", () => {
     const data = Buffer.alloc(4 * BLOCK_SIZE);
     data.fill(5, 0, 4096);
     data.fill(9, 3 * BLOCK_SIZE + 8192, 3 * BLOCK_SIZE + 12288);
-    const r = await writeToAll(Readable.from([data]), [{ path: a, kind: "file", sparse: true }], {
+    const r = await writeToAll(memory(data), [{ path: a, kind: "file", sparse: true }], {
       digests: true,
     });
     const sparse = { written: r.runs, file: true };
@@ -207,7 +220,7 @@ describe("writeToAll + verifyTarget", () => {
     await writeFile(a, "");
     const data = Buffer.alloc(3 * BLOCK_SIZE, 1);
     const r = await writeToAll(
-      Readable.from([data]),
+      memory(data),
       [{ path: a, kind: "file", sparse: false, capacity: 2 * BLOCK_SIZE }],
       {
         digests: false,

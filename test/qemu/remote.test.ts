@@ -49,6 +49,27 @@ const bootOnHost = (...extra: string[]) => [
   "4m",
 ];
 
+/** qemu-test of the fixture on the host, waiting for a line it never prints: runs until stopped. */
+const endlessBoot = () => [
+  "qemu-test",
+  img,
+  "-i",
+  okIgn,
+  ...bootOnHost("--upload-image").map((a) => (a === MARKER ? "never-printed" : a)),
+];
+
+/** The provision domains running now that were not in `before` (waits up to 2 min for one). */
+async function newRunningDomains(before: string[]): Promise<string[]> {
+  let running: string[] = [];
+  for (const deadline = Date.now() + 120_000; Date.now() < deadline; await sleep(250)) {
+    running = (await execa("virsh", ["-c", "qemu:///system", "list", "--name"])).stdout
+      .split("\n")
+      .filter((n) => n.startsWith("provision-") && !before.includes(n));
+    if (running.length) break;
+  }
+  return running;
+}
+
 const cli = (args: string[]) =>
   runCli(args, { cacheHome, env: { TMPDIR: join(work, "tmp"), SSH_AUTH_SOCK: "" } });
 
@@ -237,35 +258,8 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
 
   it("Ctrl-C during a remote boot destroys and undefines the domain and removes the files", async () => {
     const domainsBefore = await provisionDomains();
-    const child = startCli(
-      [
-        "qemu-test",
-        img,
-        "-i",
-        okIgn,
-        "--connect",
-        uri(),
-        "--upload-image",
-        "--remote-dir",
-        remoteDir,
-        "--expect",
-        "never-printed",
-        "--timeout",
-        "4m",
-      ],
-      { cacheHome },
-    );
-    // Wait until the domain runs.
-    const deadline = Date.now() + 120_000;
-    let running: string[] = [];
-    while (Date.now() < deadline) {
-      running = (await execa("virsh", ["-c", "qemu:///system", "list", "--name"])).stdout
-        .split("\n")
-        .filter((n) => n.startsWith("provision-") && !domainsBefore.includes(n));
-      if (running.length) break;
-      await sleep(250);
-    }
-    expect(running).toHaveLength(1);
+    const child = startCli(endlessBoot(), { cacheHome });
+    expect(await newRunningDomains(domainsBefore)).toHaveLength(1);
     await sleep(1000);
     child.kill("SIGINT");
     const r = await child;
@@ -276,14 +270,7 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
 
   it("a guest that powers off before the expected line: exit 1 naming the domain's state, with the console up to its last line, and nothing left", async () => {
     const domainsBefore = await provisionDomains();
-    const r = await cli([
-      "qemu-test",
-      img,
-      "-i",
-      okIgn,
-      ...bootOnHost("--upload-image").map((a) => (a === MARKER ? "never-printed" : a)),
-      "--json",
-    ]);
+    const r = await cli(["qemu-test", img, "-i", okIgn, ...endlessBoot().slice(1), "--json"]);
     expect(r.code, r.stderr).toBe(1);
     const res = JSON.parse(r.stdout) as BootResult;
     expect(res.verdict).toBe("fail");
@@ -301,39 +288,13 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
   it("provision killed outright during a remote boot: the host's side sees the connection go and removes the domain and the files itself", async () => {
     const domainsBefore = await provisionDomains();
     // Its temp dir (with the qcow2 it uploaded) is under work/, removed afterwards.
-    const child = execa(
-      "node",
-      [
-        join(repoRoot, "bin", "provision.js"),
-        "qemu-test",
-        img,
-        "-i",
-        okIgn,
-        "--connect",
-        uri(),
-        "--upload-image",
-        "--remote-dir",
-        remoteDir,
-        "--expect",
-        "never-printed",
-        "--timeout",
-        "4m",
-      ],
-      {
-        reject: false,
-        stdin: "ignore",
-        env: { XDG_CACHE_HOME: cacheHome, CI: "1", TMPDIR: join(work, "tmp"), SSH_AUTH_SOCK: "" },
-        timeout: 300_000,
-      },
-    );
-    let running: string[] = [];
-    for (const deadline = Date.now() + 120_000; Date.now() < deadline; await sleep(250)) {
-      running = (await execa("virsh", ["-c", "qemu:///system", "list", "--name"])).stdout
-        .split("\n")
-        .filter((n) => n.startsWith("provision-") && !domainsBefore.includes(n));
-      if (running.length) break;
-    }
-    expect(running).toHaveLength(1);
+    const child = execa("node", [join(repoRoot, "bin", "provision.js"), ...endlessBoot()], {
+      reject: false,
+      stdin: "ignore",
+      env: { XDG_CACHE_HOME: cacheHome, CI: "1", TMPDIR: join(work, "tmp"), SSH_AUTH_SOCK: "" },
+      timeout: 300_000,
+    });
+    expect(await newRunningDomains(domainsBefore)).toHaveLength(1);
     child.kill("SIGKILL");
     await child;
     // No cleanup ran on this side: the host's script got EOF on its stdin when sshd closed
