@@ -224,7 +224,8 @@ start_serve() {
   shift
   mkdir -p "$dir/cache" "$dir/state"
   : >"$dir/serve.err"
-  (cd "$FLEET" && XDG_CACHE_HOME=$dir/cache XDG_STATE_HOME=$dir/state CI=1 exec node "$@" \
+  # shellcheck disable=SC2086 # BENCH_SERVE_NODE_FLAGS: node flags to try, split on spaces
+  (cd "$FLEET" && XDG_CACHE_HOME=$dir/cache XDG_STATE_HOME=$dir/state CI=1 exec node ${BENCH_SERVE_NODE_FLAGS:-} "$@" \
     "$ROOT/bin/provision.js" serve --listen 127.0.0.1:0 --token "$TOKEN" \
     --inventory "$FLEET/provision.yaml" --flatcar-base-url "$UPSTREAM" --keyring "$KEYRING" \
     >"$dir/serve.log" 2>"$dir/serve.err") &

@@ -17,8 +17,8 @@
  * JSON file written atomically, so a restart (or kill -9) loses nothing.
  */
 import { createHash } from "node:crypto";
-import { statSync } from "node:fs";
-import { mkdir, open, readFile, rename, writeFile } from "node:fs/promises";
+import { type Stats, statSync } from "node:fs";
+import { mkdir, open, readFile, rename, stat, writeFile } from "node:fs/promises";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { basename, dirname } from "node:path";
@@ -200,27 +200,63 @@ class HttpError extends Error {
 const SEND_BUFFERS = 3;
 const SEND_CHUNK = 512 << 10;
 
+/**
+ * Send buffers free for the next response. Each response holds at most SEND_BUFFERS at a
+ * time and a stalled client keeps its own, so there is no cap to wait on (no client can
+ * starve the others); what is kept idle is capped.
+ */
+const sendBuffers = {
+  free: [] as Buffer[],
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(SEND_CHUNK);
+  },
+  give(buf: Buffer): void {
+    if (this.free.length < 6) this.free.push(buf);
+  },
+};
+
 export async function startServe(o: ServeOptions): Promise<RunningServer> {
   await mkdir(dirname(o.stateFile), { recursive: true });
   const state = await loadState(o.stateFile);
   const save = groupSaver(() => saveState(o.stateFile, state));
   const tokenQ = `token=${encodeURIComponent(o.token)}`;
 
-  // The sha256 of a file as it is now ("" when it cannot be read). Requests that ask while
-  // a read of that file is under way share it: 200 machines asking at once cost one read
-  // per file, not 800 queued on the thread pool. A request still never sees a file older
-  // than the moment it asked.
-  const reading = new Map<string, Promise<string>>();
+  // The sha256 of a file as it is now ("" when it cannot be read). Each request stats the
+  // file; while what stat says (size, mtime, ctime, inode) is what it said when the file was
+  // last hashed, that hash is the answer, so 200 machines asking at once cost 200 stats, not
+  // 200 reads (open, fstat, read, close, each a trip through the thread pool). A file whose
+  // mtime was under 2 s before it was hashed is read again every time, as git treats such
+  // "racy" entries: a same-size edit within one tick of a coarse clock (FAT, some NFS) would
+  // otherwise keep the old stat. An edit is seen by the next request either way. Requests that
+  // ask while a stat or read of the file is under way share it.
+  const hashes = new Map<string, { key: string; sha: string; racy: boolean }>();
+  const checking = new Map<string, Promise<string>>();
+  const RACY_MS = 2000;
+  const checkSha = async (path: string): Promise<string> => {
+    let st: Stats;
+    try {
+      st = await stat(path);
+    } catch {
+      hashes.delete(path);
+      return "";
+    }
+    const key = `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
+    const known = hashes.get(path);
+    if (known && known.key === key && !known.racy) return known.sha;
+    const hashedAt = Date.now();
+    const sha = await readFile(path).then(
+      (bytes) => createHash("sha256").update(bytes).digest("hex"),
+      () => "",
+    );
+    if (sha) hashes.set(path, { key, sha, racy: st.mtimeMs > hashedAt - RACY_MS });
+    else hashes.delete(path);
+    return sha;
+  };
   const currentSha = (path: string): Promise<string> => {
-    let p = reading.get(path);
+    let p = checking.get(path);
     if (!p) {
-      p = readFile(path)
-        .then(
-          (bytes) => createHash("sha256").update(bytes).digest("hex"),
-          () => "",
-        )
-        .finally(() => reading.delete(path));
-      reading.set(path, p);
+      p = checkSha(path).finally(() => checking.delete(path));
+      checking.set(path, p);
     }
     return p;
   };
@@ -240,7 +276,27 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     return await parsed.inv;
   };
 
-  const pxeFor = async (host: Host): Promise<{ boot: PxeBoot; release: string }> => {
+  // What a host boots is a function of its os, arch and channel/stream/release and of the
+  // release metadata, which the cache keeps for an hour: it is worked out once a minute per
+  // kind of host, not once per /ipxe (200 machines of one kind share it). A failure is not
+  // kept; the next request tries again.
+  const PXE_TTL_MS = 60_000;
+  const pxeKnown = new Map<
+    string,
+    { at: number; p: Promise<{ boot: PxeBoot; release: string }> }
+  >();
+  const pxeFor = (host: Host): Promise<{ boot: PxeBoot; release: string }> => {
+    const key = JSON.stringify([host.os, host.arch, host.channel, host.release, host.stream]);
+    const known = pxeKnown.get(key);
+    if (known && Date.now() - known.at < PXE_TTL_MS) return known.p;
+    const p = resolveHostPxe(host);
+    pxeKnown.set(key, { at: Date.now(), p });
+    p.catch(() => {
+      if (pxeKnown.get(key)?.p === p) pxeKnown.delete(key);
+    });
+    return p;
+  };
+  const resolveHostPxe = async (host: Host): Promise<{ boot: PxeBoot; release: string }> => {
     const arch = host.arch ?? "x86_64";
     if (host.os === "flatcar") {
       // "current" is resolved to its version, so the cache holds one file per release.
@@ -376,35 +432,47 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
    * Bytes start..end (inclusive) of a file as the response body, through a few buffers used
    * over and over: a buffer is read into again only once the socket has taken its last
    * chunk (the write callback), so memory stays flat and no chunk is allocated per read
-   * (a read stream's fresh buffer per chunk made the garbage collector half the work).
+   * (a read stream's fresh buffer per chunk made the garbage collector half the work). The
+   * buffers outlive the response (sendBuffers): ten clients downloading five times each use
+   * the same 10 x SEND_BUFFERS buffers, where fresh ones per response left 75 MB of dead
+   * buffers for the garbage collector to find.
    */
   const sendRange = async (res: http.ServerResponse, path: string, start: number, end: number) => {
     const fh = await open(path, "r");
+    const writing: Promise<void>[] = [];
     try {
-      const bufs = Array.from({ length: SEND_BUFFERS }, () => Buffer.allocUnsafeSlow(SEND_CHUNK));
-      const flushed: Promise<void>[] = bufs.map(() => Promise.resolve());
       let failed: Error | undefined;
       res.once("close", () => {
         if (!res.writableFinished) failed ??= new Error("the client went away");
       });
       let pos = start;
-      for (let i = 0; pos <= end; i = (i + 1) % SEND_BUFFERS) {
-        await flushed[i];
+      while (pos <= end) {
+        if (writing.length === SEND_BUFFERS) await writing.shift();
         if (failed || res.destroyed) return;
-        const buf = bufs[i] as Buffer;
-        const { bytesRead } = await fh.read(buf, 0, Math.min(SEND_CHUNK, end + 1 - pos), pos);
-        if (bytesRead === 0) throw new Error(`${path} is shorter than it was`);
+        const buf = sendBuffers.take();
+        let bytesRead: number;
+        try {
+          ({ bytesRead } = await fh.read(buf, 0, Math.min(SEND_CHUNK, end + 1 - pos), pos));
+          if (bytesRead === 0) throw new Error(`${path} is shorter than it was`);
+        } catch (err) {
+          sendBuffers.give(buf);
+          throw err;
+        }
         pos += bytesRead;
-        flushed[i] = new Promise<void>((resolve) =>
-          res.write(buf.subarray(0, bytesRead), (err) => {
-            if (err) failed ??= err;
-            resolve();
-          }),
+        writing.push(
+          new Promise<void>((resolve) =>
+            res.write(buf.subarray(0, bytesRead), (err) => {
+              if (err) failed ??= err;
+              sendBuffers.give(buf);
+              resolve();
+            }),
+          ),
         );
       }
-      await Promise.all(flushed);
+      await Promise.all(writing);
       if (!failed) res.end();
     } finally {
+      await Promise.all(writing);
       await fh.close();
     }
   };

@@ -5,7 +5,7 @@
 // nothing cached), kill -9 and restart keeping /status, stale after an edit, a clean SIGTERM.
 import type { ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
@@ -305,6 +305,23 @@ describe("provision serve", () => {
     // The next fetch gets the new config: no longer stale.
     expect((await get(t("/ignition?mac=52-54-00-00-00-0a"))).status).toBe(200);
     expect(JSON.parse((await get(t("/status"))).text).hosts.alpha.stale).toBe(false);
+
+    // Serve knows a file by its stat and reads it again when that changes: an edit that keeps
+    // the size and puts the mtime back (an hour ago, so not "racy") is still seen (ctime).
+    const hourAgo = new Date(Date.now() - 3600_000);
+    await utimes(common, hourAgo, hourAgo);
+    const before = await get(t("/ignition?mac=52-54-00-00-00-0a"));
+    expect(before.status).toBe(200);
+    expect(JSON.parse((await get(t("/status"))).text).hosts.alpha.stale).toBe(false);
+    const text = await readFile(common, "utf8");
+    await writeFile(common, text.replace("-edited%0A", "-EDITED%0A"));
+    await utimes(common, hourAgo, hourAgo);
+    expect((await readFile(common, "utf8")).length).toBe(text.length);
+    expect(JSON.parse((await get(t("/status"))).text).hosts.alpha.stale).toBe(true);
+    const after = await get(t("/ignition?mac=52-54-00-00-00-0a"));
+    expect(after.headers.get("etag")).toMatch(/^"[0-9a-f]{64}"$/);
+    expect(after.headers.get("etag")).not.toBe(before.headers.get("etag"));
+    expect(after.text).not.toBe(before.text);
 
     const proc = server?.proc as ChildProcess;
     const exit = new Promise<number | null>((resolve) => proc.on("exit", (c) => resolve(c)));
