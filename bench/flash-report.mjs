@@ -114,6 +114,7 @@ const stat = (key) => {
 
 const LABEL = {
   floor: "floor: xz -dc -T0 > /dev/null",
+  pipe: "pipe: xz -dc -T0 | cat > /dev/null",
   prov_file_nv: "provision --no-verify          -> file",
   prov_file_v: "provision (verify)             -> file",
   bmap_file_nv: "bmaptool copy --no-verify      -> file",
@@ -263,6 +264,27 @@ for (const s of [A, B]) {
     ratio(med(s, "prov_sparse_v"), med(s, "prov_sparse_nv")),
     "<=",
     1.25,
+    false,
+  );
+  goal(
+    `  ${n} pipe floor (xz | cat) / floor`,
+    ratio(med(s, "pipe"), med(s, "floor")),
+    "<=",
+    1.15,
+    false,
+  );
+  goal(
+    `  ${n} file --no-verify / pipe floor`,
+    ratio(med(s, "prov_file_nv"), med(s, "pipe")),
+    "<=",
+    1.15,
+    false,
+  );
+  goal(
+    `  ${n} bmaptool --no-verify file / pipe floor`,
+    ratio(med(s, "bmap_file_nv"), med(s, "pipe")),
+    "<=",
+    1.15,
     false,
   );
   goal(

@@ -290,7 +290,7 @@ zero_loop() {
 zero_loop
 
 # --- 3. timed cases ----------------------------------------------------------------------------
-CASES=(floor prov_file_nv prov_file_v bmap_file_nv bmap_file_v
+CASES=(floor pipe prov_file_nv prov_file_v bmap_file_nv bmap_file_v
   prov_loop_nv prov_loop_v prov_sparse_nv prov_sparse_v bmap_loop_nv bmap_loop_v)
 # The naive `xz -dc | dd` of the earlier bench, for information: BENCH_DD=1.
 if [[ ${BENCH_DD:-0} == 1 ]]; then CASES+=(dd_file dd_loop); fi
@@ -399,6 +399,10 @@ run_once() {
   case $case in
     floor)
       timed "$case" bash -c 'xz -dc -T0 "$1" >/dev/null' _ "$xz" ;;
+    pipe)
+      # The floor of any tool that reads the decompressor's output through a pipe (bmaptool,
+      # provision): a C program that reads it and does nothing with it.
+      timed "$case" bash -c 'xz -dc -T0 "$1" | cat >/dev/null' _ "$xz" ;;
     dd_file)
       timed "$case" bash -c 'xz -dc "$1" | dd of="$2" bs=4M conv=fsync status=none' _ "$xz" "$OUT" ;;
     dd_loop)
