@@ -53,6 +53,8 @@ interface Slot {
   dest: Destination;
   fh?: FileHandle;
   result: DestinationResult;
+  /** The target's last write: its writes run one at a time, in order (see writeBlock). */
+  tail: Promise<void>;
 }
 
 const IN_FLIGHT = 3;
@@ -116,6 +118,7 @@ export async function writeToAll(
   const slots: Slot[] = dests.map((dest) => ({
     dest,
     result: { path: dest.path, ok: true, touched: false, bytesWritten: 0 },
+    tail: Promise.resolve(),
   }));
   const fail = (s: Slot, err: unknown) => {
     if (!s.result.ok) return;
@@ -187,30 +190,45 @@ export async function writeToAll(
     at: number,
     runs: [number, number][],
   ): Promise<Buffer> => {
-    const writes = alive().map(async (s) => {
-      const fh = s.fh as FileHandle;
-      try {
-        if (s.dest.capacity !== undefined && at + len > s.dest.capacity) {
-          throw new RefusedError(
-            `the image is bigger than ${s.dest.path} (${formatBytes(s.dest.capacity)}); it does not fit`,
-            "use a bigger disk",
-          );
-        }
-        if (s.dest.sparse) {
-          for (const [a, b] of runs) {
-            s.result.touched = true;
-            await writeFully(fh, buf, a, b - a, at + a);
-          }
-        } else {
-          s.result.touched = true;
-          await writeFully(fh, buf, 0, len, at);
-        }
-        s.result.bytesWritten = Math.max(s.result.bytesWritten, at + len);
-      } catch (err) {
-        fail(s, targetError(s.dest, err, at));
-      }
+    // One write at a time per target: the blocks in flight overlap reading with writing, not
+    // writes with each other. Buffered writes to one file take its inode lock, and writers
+    // waiting for it spin on it: on the bench's image with 860 MiB of data, 3 at once cost
+    // ~0.2 s more system CPU (1.8 against 1.6 s) on 2 cores that the decompressor needs.
+    const writes = alive().map((s) => {
+      s.tail = s.tail.then(() => writeOne(s, buf, len, at, runs));
+      return s.tail;
     });
     return Promise.all(writes).then(() => buf);
+  };
+  const writeOne = async (
+    s: Slot,
+    buf: Buffer,
+    len: number,
+    at: number,
+    runs: [number, number][],
+  ): Promise<void> => {
+    if (!s.result.ok) return;
+    const fh = s.fh as FileHandle;
+    try {
+      if (s.dest.capacity !== undefined && at + len > s.dest.capacity) {
+        throw new RefusedError(
+          `the image is bigger than ${s.dest.path} (${formatBytes(s.dest.capacity)}); it does not fit`,
+          "use a bigger disk",
+        );
+      }
+      if (s.dest.sparse) {
+        for (const [a, b] of runs) {
+          s.result.touched = true;
+          await writeFully(fh, buf, a, b - a, at + a);
+        }
+      } else {
+        s.result.touched = true;
+        await writeFully(fh, buf, 0, len, at);
+      }
+      s.result.bytesWritten = Math.max(s.result.bytesWritten, at + len);
+    } catch (err) {
+      fail(s, targetError(s.dest, err, at));
+    }
   };
 
   let readError: unknown;
