@@ -438,9 +438,9 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
    * over and over: a buffer is read into again only once the socket has taken its last
    * chunk (the write callback), so memory stays flat and no chunk is allocated per read
    * (a read stream's fresh buffer per chunk made the garbage collector half the work). The
-   * buffers outlive the response (sendBuffers): ten clients downloading five times each use
-   * the same 10 x SEND_BUFFERS buffers, where fresh ones per response left 75 MB of dead
-   * buffers for the garbage collector to find.
+   * buffers outlive the response (sendBuffers): before, each response allocated its own, and
+   * ten clients downloading five times each left 75 MB of dead buffers for the garbage
+   * collector to find.
    */
   const sendRange = async (res: http.ServerResponse, path: string, start: number, end: number) => {
     const fh = await open(path, "r");
