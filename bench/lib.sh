@@ -30,3 +30,8 @@ wait_quiet() {
     fi
   done
 }
+
+now() { date +%s.%N; }
+# The median and the minimum of the numbers given as arguments.
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+minimum() { printf '%s\n' "$@" | sort -g | head -n1; }

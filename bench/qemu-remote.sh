@@ -100,7 +100,6 @@ ARGS=("$IMG" -i "$WORK/config.ign" --expect "$MARKER" --memory 1024 --timeout 10
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-now() { date +%s.%N; }
 run() { # label, extra args...
   local label=$1 t0 t1
   shift
@@ -112,8 +111,6 @@ run() { # label, extra args...
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }'
 }
 field() { node -e 'const r=require(process.argv[1]); const v=process.argv[2].split(".").reduce((o,k)=>o?.[k],r); console.log(v===undefined?"":Number(v).toFixed(2))' "$1" "$2"; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-minimum() { printf '%s\n' "$@" | sort -g | head -n1; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 # Medians of a --json remote.timings field over the runs (blank when the build has none).
 tmedian() { local v=() x; for x in "$@"; do [[ -n $x ]] && v+=("$x"); done; ((${#v[@]})) && median "${v[@]}" || echo ""; }

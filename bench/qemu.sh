@@ -65,7 +65,6 @@ ARGS=("$IMG" -i "$CONFIG" --expect "$MARKER" --memory "$MEMORY" --timeout 10m)
 
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-now() { date +%s.%N; }
 busy_jiffies() { cpu_jiffies | cut -d' ' -f1; }
 # CPU seconds that everything else on the machine used during a run: all busy time minus what
 # the run itself used. The machine is shared; a run with a lot of it is not comparable.
@@ -123,8 +122,6 @@ run_provision() {
   ELAPSED=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 }
 
-minimum() { printf '%s\n' "$@" | sort -g | head -n1; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 HAND=()
 PROV=()

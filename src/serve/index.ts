@@ -196,6 +196,22 @@ class HttpError extends Error {
   }
 }
 
+/**
+ * Calls for a key while an earlier one for it is still running get that one's promise; once
+ * it settles, the next call starts afresh (nothing is kept: a later call sees later inputs).
+ */
+function sharedWhileRunning<T>(): (key: string, start: () => Promise<T>) => Promise<T> {
+  const running = new Map<string, Promise<T>>();
+  return (key, start) => {
+    let p = running.get(key);
+    if (!p) {
+      p = start().finally(() => running.delete(key));
+      running.set(key, p);
+    }
+    return p;
+  };
+}
+
 /** Asset responses: this many buffers of this size each (see sendRange). */
 const SEND_BUFFERS = 2;
 const SEND_CHUNK = 512 << 10;
@@ -230,7 +246,6 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
   // otherwise keep the old stat. An edit is seen by the next request either way. Requests that
   // ask while a stat or read of the file is under way share it.
   const hashes = new Map<string, { key: string; sha: string; racy: boolean }>();
-  const checking = new Map<string, Promise<string>>();
   const RACY_MS = 2000;
   const checkSha = async (path: string): Promise<string> => {
     // statSync: a few microseconds on the event loop, where a promise stat costs several
@@ -257,14 +272,8 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     else hashes.delete(path);
     return sha;
   };
-  const currentSha = (path: string): Promise<string> => {
-    let p = checking.get(path);
-    if (!p) {
-      p = checkSha(path).finally(() => checking.delete(path));
-      checking.set(path, p);
-    }
-    return p;
-  };
+  const checking = sharedWhileRunning<string>();
+  const currentSha = (path: string): Promise<string> => checking(path, () => checkSha(path));
 
   // The inventory is read on every request; it is parsed again only when its bytes changed
   // (parsing 200 hosts costs ~11 ms of CPU, reading and hashing the file a fraction of it).
@@ -408,17 +417,9 @@ export async function startServe(o: ServeOptions): Promise<RunningServer> {
     return b.fingerprint.sources.every((src, i) => now[i] === src.sha256);
   };
   // Requests for one host at the same time (a rack powering on) share one build.
-  const building = new Map<string, Promise<BuiltHost>>();
-  const build = (inv: Inventory, host: Host): Promise<BuiltHost> => {
-    let p = building.get(host.name);
-    if (!p) {
-      p = buildHost(inv, host, { secrets: "placeholder" }).finally(() =>
-        building.delete(host.name),
-      );
-      building.set(host.name, p);
-    }
-    return p;
-  };
+  const building = sharedWhileRunning<BuiltHost>();
+  const build = (inv: Inventory, host: Host): Promise<BuiltHost> =>
+    building(host.name, () => buildHost(inv, host, { secrets: "placeholder" }));
   const built = async (inv: Inventory, host: Host): Promise<BuiltHost> => {
     const prev = memo.get(host.name);
     const b = prev && (await unchanged(prev)) ? prev : await build(inv, host);

@@ -94,13 +94,22 @@ describe("known_hosts", () => {
   });
 });
 
+/** A RemoteHost logged in to the test sshd with the right key and known_hosts, closed after fn. */
+async function withHost(fn: (host: RemoteHost) => Promise<void>): Promise<void> {
+  const host = await RemoteHost.connect(target(), {
+    identities: [sshd.clientKey],
+    knownHosts: [sshd.knownHosts],
+  });
+  try {
+    await fn(host);
+  } finally {
+    host.close();
+  }
+}
+
 describe("RemoteHost against a real sshd", () => {
   it("logs in with the key when the host key is in known_hosts, runs commands, and uploads with the asked mode", async () => {
-    const host = await RemoteHost.connect(target(), {
-      identities: [sshd.clientKey],
-      knownHosts: [sshd.knownHosts],
-    });
-    try {
+    await withHost(async (host) => {
       expect(host.hostKey).toEqual({ type: "ssh-ed25519", verdict: "match" });
       const r = await host.exec("id -u; echo err >&2; exit 3");
       expect(r).toMatchObject({ code: 3, stdout: "0\n", stderr: "err\n" });
@@ -126,17 +135,11 @@ describe("RemoteHost against a real sshd", () => {
       expect(seen.at(-1)).toBe(payload.length);
       expect(await host.exists(join(dir, "config.ign"))).toBe(true);
       expect(await host.exists(join(dir, "nope"))).toBe(false);
-    } finally {
-      host.close();
-    }
+    });
   });
 
   it("runs several steps in one exec and names the one that failed, as check would", async () => {
-    const host = await RemoteHost.connect(target(), {
-      identities: [sshd.clientKey],
-      knownHosts: [sshd.knownHosts],
-    });
-    try {
+    await withHost(async (host) => {
       const file = join(work, "steps.txt");
       await host.steps([
         { command: `echo one > ${file}`, what: "writing" },
@@ -157,17 +160,11 @@ describe("RemoteHost against a real sshd", () => {
         `root@[127.0.0.1]:${sshd.port}: the second failed (exit 4): done-for`,
       );
       await expect(stat(join(work, "never"))).rejects.toThrow(/ENOENT/);
-    } finally {
-      host.close();
-    }
+    });
   });
 
   it("stops an upload when its signal aborts, and the next one works", async () => {
-    const host = await RemoteHost.connect(target(), {
-      identities: [sshd.clientKey],
-      knownHosts: [sshd.knownHosts],
-    });
-    try {
+    await withHost(async (host) => {
       const local = join(work, "big.bin");
       await writeFile(local, randomBytes(64 * 1024 * 1024));
       const abort = new AbortController();
@@ -183,9 +180,7 @@ describe("RemoteHost against a real sshd", () => {
       expect(Date.now() - started).toBeLessThan(5000);
       await host.upload(local, join(work, "big.copy2"), 0o600);
       expect((await stat(join(work, "big.copy2"))).size).toBe(64 * 1024 * 1024);
-    } finally {
-      host.close();
-    }
+    });
   });
 
   it("refuses a host whose key differs from known_hosts, before logging in, and says how to fix it", async () => {
