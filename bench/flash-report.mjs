@@ -10,6 +10,7 @@
 // WORKDIR/startup.json (bench/startup.mjs)
 // Environment: BENCH_RUNS, BENCH_QUICK, BENCH_LOAD_START, BENCH_GIT.
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { median } from "./stats.mjs";
 
 const [work, outPath] = process.argv.slice(2);
 const tsv = (name) =>
@@ -88,12 +89,6 @@ const checks = tsv("checks.tsv").map(([slot, kase, ok, got]) => ({
 }));
 const startup = JSON.parse(readFileSync(`${work}/startup.json`, "utf8"));
 
-const median = (a) => {
-  const s = a.filter((x) => x !== undefined && !Number.isNaN(x)).sort((x, y) => x - y);
-  const n = s.length;
-  if (n === 0) return undefined;
-  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-};
 const max = (a) => {
   const s = a.filter((x) => x !== undefined);
   return s.length ? Math.max(...s) : undefined;

@@ -156,12 +156,7 @@ need_mib=$((QUICK == 1 ? 2048 : 8192))
 
 # Every timed command runs under bench/reaper.c (a child subreaper that also waits for what the
 # command leaves behind: bmaptool sometimes exits without reaping its xz), built once.
-REAPER=$BENCH/reaper-$(sha256sum bench/reaper.c | cut -c1-12)
-if [[ ! -x $REAPER ]]; then
-  rm -f "$BENCH"/reaper-*
-  cc -O2 -Wall -o "$REAPER.tmp" bench/reaper.c
-  mv -f "$REAPER.tmp" "$REAPER"
-fi
+build_reaper
 
 # --- 1. the images -----------------------------------------------------------------------------
 # Fraction of all-zero 4 KiB blocks of $1.

@@ -35,3 +35,14 @@ now() { date +%s.%N; }
 # The median and the minimum of the numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 minimum() { printf '%s\n' "$@" | sort -g | head -n1; }
+
+# REAPER: bench/reaper.c built once under $BENCH (a child subreaper that waits for the command
+# and for everything it leaves behind), rebuilt when the source changes.
+build_reaper() {
+  REAPER=$BENCH/reaper-$(sha256sum "$(dirname "${BASH_SOURCE[0]}")/reaper.c" | cut -c1-12)
+  if [[ ! -x $REAPER ]]; then
+    rm -f "$BENCH"/reaper-*
+    cc -O2 -Wall -o "$REAPER.tmp" "$(dirname "${BASH_SOURCE[0]}")/reaper.c"
+    mv -f "$REAPER.tmp" "$REAPER"
+  fi
+}

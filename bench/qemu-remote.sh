@@ -24,6 +24,8 @@ FIXTURE_DIR=$ROOT/.cache/boot-fixture
 IMG=$FIXTURE_DIR/boot-aarch64.img
 BENCH=$ROOT/.cache/bench
 die() { echo "bench: $*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ -d dist ]] || die "dist/ is missing; run npm run build"
 for p in virsh libvirtd virtlogd /usr/sbin/sshd ssh-keygen qemu-system-aarch64 node; do
   command -v "$p" >/dev/null || die "missing program: $p (bash scripts/setup.sh installs it)"
@@ -54,12 +56,7 @@ REAPER_ON=${BENCH_REAPER:-1}
 if ! virsh -c qemu:///system version >/dev/null 2>&1; then
   [[ -S /run/libvirt/virtlogd-sock ]] || { virtlogd -d; STARTED+=(/run/virtlogd.pid); }
   if ((REAPER_ON)); then
-    REAPER=$BENCH/reaper-$(sha256sum bench/reaper.c | cut -c1-12)
-    if [[ ! -x $REAPER ]]; then
-      rm -f "$BENCH"/reaper-*
-      cc -O2 -Wall -o "$REAPER.tmp" bench/reaper.c
-      mv -f "$REAPER.tmp" "$REAPER"
-    fi
+    build_reaper
     # It keeps reaping until libvirtd (stopped by cleanup) and every QEMU are gone.
     "$REAPER" libvirtd -d &
   else
@@ -98,8 +95,6 @@ cat >"$WORK/config.ign" <<'EOF'
 EOF
 ARGS=("$IMG" -i "$WORK/config.ign" --expect "$MARKER" --memory 1024 --timeout 10m -q --json)
 
-# shellcheck source=bench/lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 run() { # label, extra args...
   local label=$1 t0 t1
   shift

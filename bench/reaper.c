@@ -1,6 +1,7 @@
 /*
  * reaper COMMAND [ARG...]: run COMMAND and wait for it and for every process it leaves behind.
- * Used by bench/flash.sh between GNU time and each timed command (built with cc on first use).
+ * Used by bench/flash.sh between GNU time and each timed command, and by bench/qemu-remote.sh
+ * to run libvirtd (built with cc on first use: build_reaper in bench/lib.sh).
  *
  * As a child subreaper (PR_SET_CHILD_SUBREAPER), orphans are re-parented to this process, not
  * to init, so their CPU time and peak RSS reach GNU time's rusage and the run ends when they

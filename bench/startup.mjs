@@ -11,6 +11,7 @@
 // time's 10 ms) and the median is reported. Spawning costs both sides the same.
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { median } from "./stats.mjs";
 
 const [bin, repsArg, out] = process.argv.slice(2);
 const reps = Number(repsArg);
@@ -68,11 +69,6 @@ for (let r = 0; r <= reps; r++) {
     if (r > 0) samples[i].push(s); // round 0 warms the file cache
   }
 }
-const median = (a) => {
-  const s = [...a].sort((x, y) => x - y);
-  const n = s.length;
-  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
-};
 const base = median(samples[0]);
 const result = {
   reps,

@@ -9,7 +9,8 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import ssh2, { type ClientChannel, type ConnectConfig, type SFTPWrapper } from "ssh2";
-import { describeError, ProvisionError } from "../errors.js";
+import { describeError, InterruptedError, ProvisionError } from "../errors.js";
+import { lastLine } from "../exec/index.js";
 import { checkHostKey, type HostKeyVerdict, knownHostsName } from "./known-hosts.js";
 
 export interface SshTarget {
@@ -88,9 +89,15 @@ export function stepsScript(steps: Step[]): string {
     .join("\n");
 }
 
+/** `HOST: WHAT failed (exit N): LAST LINE`, the one shape of a failed remote command. */
+export function failedMessage(label: string, what: string, code: string, output: string): string {
+  const last = lastLine(output);
+  return `${label}: ${what} failed (exit ${code})${last ? `: ${last}` : ""}`;
+}
+
 /**
- * The error for a stepsScript that did not get through: the same message `check` gives for
- * that step alone. Undefined when every step passed.
+ * The error for a stepsScript that did not get through, naming the step that failed and its
+ * last line of output. Undefined when every step passed.
  */
 export function stepFailure(
   label: string,
@@ -112,19 +119,13 @@ export function stepFailure(
     } else output.push(line);
   }
   if (!failed) {
-    // No marker: the channel ended in the middle of a step (a signal, a lost connection).
-    if (current < 0 || (r.code === 0 && current === steps.length - 1)) return undefined;
+    if (r.code === 0 && current === steps.length - 1) return undefined;
+    // No marker: the channel ended in the middle of a step (a signal, a lost connection), or
+    // before the first one (the shell could not run the script).
     failed = { index: current, code: String(r.code ?? r.signal) };
   }
-  const what = steps[failed.index]?.what ?? "a command";
-  const last = output
-    .map((l) => l.trim())
-    .filter(Boolean)
-    .pop();
-  return new StepError(
-    `${label}: ${what} failed (exit ${failed.code})${last ? `: ${last}` : ""}`,
-    failed.index,
-  );
+  const what = steps[failed.index]?.what ?? "the remote shell";
+  return new StepError(failedMessage(label, what, failed.code, output.join("\n")), failed.index);
 }
 
 // ssh2 is CommonJS: its named exports exist only on the default export under plain Node.
@@ -291,33 +292,6 @@ export class RemoteHost {
     }
   }
 
-  /** Run a command and fail with its last stderr line when it exits non-zero. */
-  async check(command: string, what: string, opts: { signal?: AbortSignal } = {}): Promise<string> {
-    const r = await this.exec(command, opts);
-    if (r.code !== 0) {
-      const last =
-        r.stderr.trim().split("\n").pop()?.trim() || r.stdout.trim().split("\n").pop()?.trim();
-      throw new ProvisionError(
-        `${this.label}: ${what} failed (exit ${r.code ?? r.signal})${last ? `: ${last}` : ""}`,
-      );
-    }
-    return r.stdout;
-  }
-
-  /**
-   * Run steps (stepsScript) in one exec; throws what `check` would have thrown for the step
-   * that failed.
-   */
-  async steps(steps: Step[], opts: { signal?: AbortSignal } = {}): Promise<void> {
-    const r = await this.exec(stepsScript(steps), opts);
-    const err = stepFailure(this.label, steps, r);
-    if (err) throw err;
-    if (r.code !== 0)
-      throw new ProvisionError(
-        `${this.label}: ${steps.at(-1)?.what} failed (exit ${r.code ?? r.signal})`,
-      );
-  }
-
   /**
    * Start a command and hand back its stdout as a stream. `onStderr` sees its stderr as it
    * arrives (the text is also in `done`'s stderr).
@@ -378,7 +352,9 @@ export class RemoteHost {
       },
       drained: () =>
         new Promise<void>((resolve) => {
-          // SSH delivers a channel's messages in order; what is left is Node's stream buffers.
+          // SSH delivers a channel's messages in order; what is left is Node's stream buffers,
+          // which a reader empties within a few ticks. Polled (ssh2 has no event for "read
+          // out"), for at most 0.5 s: a reader that stopped reading must not hold the exit.
           const check = (n: number) => {
             if (((channel?.readableLength ?? 0) === 0 && out.readableLength === 0) || n >= 50)
               setImmediate(resolve);
@@ -389,15 +365,26 @@ export class RemoteHost {
     };
   }
 
+  /** The connection's SFTP session; a session that closes (see upload) is opened anew next time. */
   private sftp(): Promise<SFTPWrapper> {
-    this.sftpSession ??= new Promise((resolve, reject) =>
-      this.client.sftp((err, s) =>
-        err
-          ? reject(new ProvisionError(`${this.label}: SFTP is not available: ${err.message}`))
-          : resolve(s),
-      ),
+    if (this.sftpSession) return this.sftpSession;
+    const p = new Promise<SFTPWrapper>((resolve, reject) =>
+      this.client.sftp((err, s) => {
+        if (err) {
+          reject(new ProvisionError(`${this.label}: SFTP is not available: ${err.message}`));
+          return;
+        }
+        s.once("close", () => {
+          if (this.sftpSession === p) this.sftpSession = undefined;
+        });
+        resolve(s);
+      }),
     );
-    return this.sftpSession;
+    p.catch(() => {
+      if (this.sftpSession === p) this.sftpSession = undefined;
+    });
+    this.sftpSession = p;
+    return p;
   }
 
   /** mkdir -p with a mode for the directories it creates. */
@@ -444,19 +431,16 @@ export class RemoteHost {
     signal?: AbortSignal,
   ): Promise<void> {
     const s = await this.sftp();
-    if (signal?.aborted) throw new ProvisionError(`${this.label}: upload ${remote}: interrupted`);
+    if (signal?.aborted) throw new InterruptedError(`${this.label}: upload ${remote}: interrupted`);
     // fastPut cannot be cancelled by itself: ending the SFTP session fails what is in flight
     // (the next SFTP call opens a new one).
-    const onAbort = () => {
-      this.sftpSession = undefined;
-      s.end();
-    };
+    const onAbort = () => s.end();
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       await this.put(s, local, remote, mode, onBytes);
     } catch (err) {
       throw signal?.aborted
-        ? new ProvisionError(`${this.label}: upload ${remote}: interrupted`)
+        ? new InterruptedError(`${this.label}: upload ${remote}: interrupted`)
         : err;
     } finally {
       signal?.removeEventListener("abort", onAbort);
@@ -488,12 +472,6 @@ export class RemoteHost {
             : resolve(),
       ),
     );
-  }
-
-  /** Does a path exist on the host? */
-  async exists(path: string): Promise<boolean> {
-    const s = await this.sftp();
-    return await new Promise<boolean>((resolve) => s.stat(path, (err) => resolve(!err)));
   }
 
   close(): void {

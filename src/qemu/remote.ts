@@ -16,10 +16,17 @@ import { randomBytes } from "node:crypto";
 import { stat } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
-import { describeError, ProvisionError, UsageError } from "../errors.js";
+import { describeError, InterruptedError, ProvisionError, UsageError } from "../errors.js";
 import { shellArg as q, run as runLocal } from "../exec/index.js";
 import { domainXml } from "../libvirt/domain.js";
-import { RemoteHost, type Step, StepError, stepFailure, stepsScript } from "../libvirt/ssh.js";
+import {
+  failedMessage,
+  RemoteHost,
+  type Step,
+  StepError,
+  stepFailure,
+  stepsScript,
+} from "../libvirt/ssh.js";
 import { DEFAULT_REMOTE_DIR, type LibvirtConnection, parseConnectUri } from "../libvirt/uri.js";
 import { formatBytes } from "../progress/index.js";
 import type { Arch } from "../source/index.js";
@@ -136,7 +143,7 @@ export async function bootRemote(
 
   // Independent: the config, the local image (decompress, inspect, convert), the connection.
   const timings: RemoteTimings = {};
-  const since = (t: number) => Math.round(Date.now() - t) / 1000;
+  const since = (t: number) => (Date.now() - t) / 1000;
   const connectStarted = Date.now();
   const [config, local, host] = await settleAll([
     prepareConfig(opts, tmp, opts.signal ?? new AbortController().signal),
@@ -176,7 +183,7 @@ export async function bootRemote(
   };
   result.remote = report;
   reporter.info(`connected to ${host.label} (host key ${report.hostKey ?? "?"})`);
-  const virsh = `virsh -q -c ${q(conn.localUri)}`;
+  const virsh = virshOn(conn);
   const configPath = config.file ? `${dir}/config.ign` : undefined;
   const consoleLog = `${dir}/console.log`;
   const overlayPath = `${dir}/overlay.qcow2`;
@@ -200,9 +207,10 @@ export async function bootRemote(
       command: `qemu-img create -q -f qcow2 -F "$fmt" -b ${q(hostImage)} ${q(overlayPath)} && chmod 0644 ${q(overlayPath)}`,
       what: "qemu-img create (overlay)",
     });
+  // What the FCOS libvirt docs do: a label the confined qemu process may read. $relabel
+  // comes with the go: SELinux enforces there.
+  const chconStep = configPath ? steps.length : -1;
   if (configPath)
-    // What the FCOS libvirt docs do: a label the confined qemu process may read. $relabel
-    // comes with the go: SELinux enforces there.
     steps.push({
       command: `[ "$relabel" != 1 ] || chcon --type svirt_home_t ${q(configPath)}`,
       what: "chcon (SELinux relabel)",
@@ -254,8 +262,7 @@ export async function bootRemote(
     // 0711: the qemu user can reach files it knows the name of, and nobody can list it.
     state.dirMade = true;
     try {
-      await host.mkdirp(remoteDir, 0o711);
-      await host.mkdirp(dir, 0o711);
+      await host.mkdirp(dir, 0o711); // and --remote-dir above it, the same way
     } catch (err) {
       throw new ProvisionError(describeError(err), {
         hint: `pass --remote-dir with a directory ${conn.user} can write on ${conn.host} and the qemu user can reach`,
@@ -363,8 +370,7 @@ export async function bootRemote(
     .launch(`go ${go.relabel ? 1 : 0} ${go.format}\n${go.xml}\n${xmlEnd}\n`)
     .catch((err: unknown) => {
       // A step after the relabel failed: the relabel was done.
-      const chcon = steps.findIndex((s) => s.what.startsWith("chcon"));
-      if (go.relabel && err instanceof StepError && err.step > chcon)
+      if (go.relabel && err instanceof StepError && err.step > chconStep)
         report.selinuxRelabeled = true;
       throw err;
     });
@@ -415,6 +421,11 @@ interface HostFacts {
     | { kind: "error"; code: string; last: string };
 }
 
+/** virsh on the host, talking to the connection's libvirt (qemu:///system or session). */
+function virshOn(conn: LibvirtConnection): string {
+  return `virsh -q -c ${q(conn.localUri)}`;
+}
+
 interface FactsAsk {
   /** Does libvirt offer KVM for this architecture ("host": the host's own)? */
   kvmArch?: Arch | "host";
@@ -428,7 +439,7 @@ interface FactsAsk {
  * `ask` asks. The slow questions run side by side.
  */
 function factsScript(conn: LibvirtConnection, ask: FactsAsk): string {
-  const virsh = `virsh -q -c ${q(conn.localUri)}`;
+  const virsh = virshOn(conn);
   const lastLine = (v: string) => `$(printf '%s' "${v}" | tail -n 1)`;
   const lines = [
     "for p in virsh qemu-img; do command -v $p >/dev/null 2>&1 || echo missing=$p; done",
@@ -454,7 +465,7 @@ function parseFacts(
   host: RemoteHost,
   conn: LibvirtConnection,
   ask: FactsAsk,
-  r: { stdout: string; code?: number | null; signal?: string },
+  r: { stdout: string },
 ): HostFacts {
   const kv = new Map<string, string[]>();
   for (const line of r.stdout.split("\n")) {
@@ -499,7 +510,7 @@ function parseFacts(
       const m = /^error (\S+) ?(.*)$/.exec(image ?? "");
       facts.image = {
         kind: "error",
-        code: m?.[1] ?? String(r.code ?? r.signal),
+        code: m?.[1] ?? "?",
         last: m?.[2]?.trim() ?? "",
       };
     }
@@ -512,11 +523,10 @@ async function hostFacts(
   host: RemoteHost,
   conn: LibvirtConnection,
   signal?: AbortSignal,
-  ask: FactsAsk = {},
 ): Promise<HostFacts> {
-  const r = await host.exec(factsScript(conn, ask), { signal });
-  if (signal?.aborted) throw new ProvisionError("interrupted");
-  return parseFacts(host, conn, ask, r);
+  const r = await host.exec(factsScript(conn, {}), { signal });
+  if (signal?.aborted) throw new InterruptedError();
+  return parseFacts(host, conn, {}, r);
 }
 
 /**
@@ -602,7 +612,7 @@ interface Session {
   /** Settles when the exec ended (after its cleanup, if it got that far). */
   done: Promise<unknown>;
   /** The facts script's output (key=value lines). */
-  facts: Promise<{ stdout: string; code?: number | null; signal?: string }>;
+  facts: Promise<{ stdout: string }>;
   /** Send the go (and what the steps read from stdin); resolves once the domain runs. */
   launch(input: string): Promise<Guest>;
   /** No go: the script ends without touching anything. */
@@ -718,7 +728,7 @@ function openSession(
   };
   const done = proc.done.then((r) => {
     if (r.stderr.includes(TORN_DOWN))
-      o.onTornDown(stopping === undefined ? undefined : Math.round(Date.now() - stopping) / 1000);
+      o.onTornDown(stopping === undefined ? undefined : (Date.now() - stopping) / 1000);
     return r;
   });
   done.catch(() => {});
@@ -728,7 +738,7 @@ function openSession(
   if (o.signal?.aborted) onAbort();
   o.signal?.addEventListener("abort", onAbort, { once: true });
   const interrupted = new Promise<never>((_, reject) => {
-    const fail = () => reject(new ProvisionError("interrupted"));
+    const fail = () => reject(new InterruptedError());
     if (o.signal?.aborted) fail();
     o.signal?.addEventListener("abort", fail, { once: true });
   });
@@ -740,7 +750,12 @@ function openSession(
       // Ended before the marker: the connection went, or the shell could not run it.
       if (factsText !== undefined) return { stdout: factsText };
       throw new ProvisionError(
-        `${host.label}: the host's facts: no answer (exit ${r.code ?? r.signal})${r.stderr.trim() ? `: ${r.stderr.trim().split("\n").pop()}` : ""}`,
+        failedMessage(
+          host.label,
+          "asking for the host's facts",
+          String(r.code ?? r.signal),
+          r.stderr,
+        ),
       );
     }),
     interrupted,
@@ -759,14 +774,12 @@ function openSession(
         const ok = await Promise.race([started.then(() => true), done.then(() => false)]);
         if (!ok) {
           const r = await done;
-          if (o.signal?.aborted) throw new ProvisionError("interrupted");
+          if (o.signal?.aborted) throw new InterruptedError();
           const last = o.steps.length - 1;
+          // Every step passed and still no domain: the last one (virsh start) said nothing.
           const err =
             stepFailure(host.label, o.steps, { ...r, stderr: afterFacts }) ??
-            new StepError(
-              `${host.label}: ${o.steps[last]?.what} failed (exit ${r.code ?? r.signal})`,
-              last,
-            );
+            new StepError(failedMessage(host.label, o.steps[last]?.what ?? "?", "0", ""), last);
           if (/Permission denied/.test(err.message) && err.step === last)
             throw new StepError(err.message, err.step, {
               hint: "QEMU runs as its own user on the host (libvirt-qemu, qemu): the image must be readable by it and every directory above it searchable (chmod o+x), or use --upload-image",
@@ -775,7 +788,7 @@ function openSession(
         }
         if (o.signal?.aborted) {
           await done;
-          throw new ProvisionError("interrupted");
+          throw new InterruptedError();
         }
       } finally {
         o.signal?.removeEventListener("abort", onAbort);

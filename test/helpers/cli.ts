@@ -25,11 +25,14 @@ export async function runCli(
 }
 
 /** Start the CLI without waiting, for tests that interrupt it. */
-export function startCli(args: string[], opts: { cacheHome: string }) {
+export function startCli(
+  args: string[],
+  opts: { cacheHome: string; env?: Record<string, string> },
+) {
   return execa("node", [path.join(repoRoot, "bin", "provision.js"), ...args], {
     reject: false,
     stdin: "ignore",
-    env: { XDG_CACHE_HOME: opts.cacheHome, CI: "1" },
+    env: { XDG_CACHE_HOME: opts.cacheHome, CI: "1", ...opts.env },
     timeout: 300_000,
   });
 }

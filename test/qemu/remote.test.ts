@@ -288,11 +288,9 @@ describe("qemu-test --connect qemu+ssh:// (real sshd, real libvirtd)", () => {
   it("provision killed outright during a remote boot: the host's side sees the connection go and removes the domain and the files itself", async () => {
     const domainsBefore = await provisionDomains();
     // Its temp dir (with the qcow2 it uploaded) is under work/, removed afterwards.
-    const child = execa("node", [join(repoRoot, "bin", "provision.js"), ...endlessBoot()], {
-      reject: false,
-      stdin: "ignore",
-      env: { XDG_CACHE_HOME: cacheHome, CI: "1", TMPDIR: join(work, "tmp"), SSH_AUTH_SOCK: "" },
-      timeout: 300_000,
+    const child = startCli(endlessBoot(), {
+      cacheHome,
+      env: { TMPDIR: join(work, "tmp"), SSH_AUTH_SOCK: "" },
     });
     expect(await newRunningDomains(domainsBefore)).toHaveLength(1);
     child.kill("SIGKILL");
